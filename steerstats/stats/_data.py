@@ -1,0 +1,55 @@
+"""Input checks and reshaping shared by the stats functions (private).
+
+Every public stats function takes a DataFrame in the tidy ``scores`` form with overridable
+column names; these helpers validate it with errors that name the column and the fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+
+def require_columns(data: pd.DataFrame, columns: Mapping[str, str | None]) -> None:
+    """Raise ValueError naming each missing column and the keyword that renames it.
+
+    ``columns`` maps a keyword argument name (e.g. ``"rater"``) to the column the caller chose;
+    ``None`` values are skipped (optional roles the caller turned off).
+    """
+    if not isinstance(data, pd.DataFrame):
+        raise TypeError(f"data must be a pandas DataFrame, got {type(data).__name__}")
+    missing = [(kw, col) for kw, col in columns.items() if col is not None and col not in data]
+    if missing:
+        parts = [f"column {col!r} not found; pass {kw}=... or rename" for kw, col in missing]
+        raise ValueError("; ".join(parts) + f" (columns present: {', '.join(map(str, data.columns))})")
+
+
+def numeric_values(data: pd.DataFrame, value: str) -> pd.Series:
+    """The value column as float; a non-numeric entry is an error that names the column."""
+    try:
+        return pd.to_numeric(data[value], errors="raise").astype(float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"column {value!r} must be numeric (NaN for missing): {exc}") from None
+
+
+def response_level(
+    data: pd.DataFrame,
+    keys: Sequence[str],
+    value: str = "value",
+) -> pd.DataFrame:
+    """Average repeated ratings to one row per ``keys`` combination.
+
+    Returns the ``keys`` columns plus ``value`` (mean of non-missing ratings, NaN if none),
+    ``n_ratings`` (non-missing) and ``n_missing`` (NaN ratings: unparsed judge answers).
+    """
+    vals = numeric_values(data, value)
+    frame = data[list(keys)].copy()
+    frame["_v"] = vals.to_numpy()
+    frame["_ok"] = np.isfinite(frame["_v"].to_numpy())
+    grouped = frame.groupby(list(keys), sort=True, dropna=False, observed=True)
+    out = grouped.agg(value=("_v", "mean"), n_ratings=("_ok", "sum"), n_total=("_ok", "size"))
+    out["n_missing"] = out.pop("n_total") - out["n_ratings"]
+    out = out.reset_index()
+    return out.rename(columns={"value": value}) if value != "value" else out
