@@ -1,0 +1,1 @@
+"""Imports the built-in judge modules so their decorators register them."""

@@ -1,0 +1,3 @@
+"""Imports the built-in method modules so their decorators register them."""
+
+from steerstats.methods import control, prompt  # noqa: F401

@@ -1,0 +1,17 @@
+"""``control``: no steering at all; the baseline every other method is compared with."""
+
+from __future__ import annotations
+
+from steerstats.methods._registry import method
+from steerstats.methods.base import Intervention, Method, MethodContext, Query
+
+
+class Control(Method):
+    async def resolve(self, query: Query, strength: float | None, ctx: MethodContext) -> Intervention:
+        return Intervention()
+
+
+@method("control")
+def control() -> Method:
+    """The unsteered model."""
+    return Control()
