@@ -36,8 +36,8 @@ class CAASpec:
     neutral_system: str
     prompts: tuple[str, ...]
     layer: int
-    position: Position = "response"
-    max_tokens: int = 48
+    position: Position = "last_prompt"
+    max_tokens: int = 32
 
     def __post_init__(self) -> None:
         if not self.prompts:
@@ -50,6 +50,8 @@ class CAASpec:
     def digest(self, model_identity: Mapping[str, Any]) -> str:
         """SHA-256 (24 hex digits) of the canonical JSON of the spec and the model identity."""
         payload = {"caa_version": CAA_VERSION, "model": dict(model_identity), **asdict(self)}
+        if self.position == "last_prompt":  # no responses are generated, so their length is moot
+            payload["max_tokens"] = None
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=list)
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 

@@ -308,16 +308,16 @@ class LocalBackend(Backend):
         neutral_system: str,
         prompts: Sequence[str],
         layer: int | None = None,
-        position: str = "response",
-        max_tokens: int = 48,
+        position: str = "last_prompt",
+        max_tokens: int = 32,
     ) -> dict[str, Any]:
         """Build (or find) the CAA vector for these contrastive prompts; return its digest,
-        layer and norms. ``layer`` None picks 40% of the depth."""
+        layer and norms. ``layer`` None picks the middle decoder block."""
         from steerstats.backends._caa import CAASpec, build_caa_vector
 
         engine = await self.engine()
         if layer is None:
-            layer = round(0.4 * engine.n_layers)
+            layer = engine.n_layers // 2
         spec = CAASpec(positive_system, neutral_system, tuple(prompts), int(layer),
                        position, int(max_tokens))  # type: ignore[arg-type]
         digest = spec.digest(self.identity())

@@ -173,7 +173,9 @@ class BatchSteering:
     def register(self) -> None:
         layers = decoder_layers(self.model)
         for layer in self._per_layer:
-            self._handles.append(layers[layer].register_forward_hook(self._hook(layer)))
+            # First in line, so hooks that read the block's output (transformers' own
+            # output_hidden_states capture, record_layer_outputs) see the steered state.
+            self._handles.append(layers[layer].register_forward_hook(self._hook(layer), prepend=True))
 
     def remove(self) -> None:
         for handle in self._handles:

@@ -1,1 +1,2 @@
 """Imports the built-in judge modules so their decorators register them."""
+from steerstats.judges import local  # noqa: F401
