@@ -43,8 +43,12 @@ RESULT = Path(__file__).parent / "results" / "local_generation.json"
 
 
 def request(prompt: str, max_tokens: int, steering: Steering | None = None) -> GenerationRequest:
-    return GenerationRequest([{"role": "user", "content": prompt}], temperature=0.0,
-                             max_tokens=max_tokens, steering=steering)
+    return GenerationRequest(
+        [{"role": "user", "content": prompt}],
+        temperature=0.0,
+        max_tokens=max_tokens,
+        steering=steering,
+    )
 
 
 async def tokens_per_s(
@@ -61,7 +65,9 @@ async def tokens_per_s(
     return tokens / wall, tokens / cpu
 
 
-def decode_step_seconds(backend: LocalBackend, steering_rows: list | None, steps: int) -> tuple[float, float]:
+def decode_step_seconds(
+    backend: LocalBackend, steering_rows: list | None, steps: int
+) -> tuple[float, float]:
     """(wall, CPU) seconds per batch-8 decode step with a KV cache, hooks registered or not."""
     engine = backend._engine
     assert engine is not None
@@ -70,15 +76,26 @@ def decode_step_seconds(backend: LocalBackend, steering_rows: list | None, steps
     rows = steering_rows if steering_rows is not None else [None] * len(prompts)
     with torch.inference_mode(), BatchSteering.patch(engine.model, rows):
         cache = engine._new_cache()
-        out = engine.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                           past_key_values=cache, use_cache=True, logits_to_keep=1)
+        out = engine.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
         nxt = out.logits[:, -1].argmax(-1)
         pos = positions[:, -1] + 1
         wall, cpu = time.perf_counter(), time.process_time()
         for _ in range(steps):
             mask = torch.cat([mask, mask.new_ones((len(prompts), 1))], dim=1)
-            out = engine.model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos[:, None],
-                               past_key_values=cache, use_cache=True)
+            out = engine.model(
+                input_ids=nxt[:, None],
+                attention_mask=mask,
+                position_ids=pos[:, None],
+                past_key_values=cache,
+                use_cache=True,
+            )
             nxt = out.logits[:, -1].argmax(-1)
             pos = pos + 1
         return (time.perf_counter() - wall) / steps, (time.process_time() - cpu) / steps
@@ -86,7 +103,9 @@ def decode_step_seconds(backend: LocalBackend, steering_rows: list | None, steps
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+    )
     parser.add_argument("--tokens", type=int, default=48, help="new tokens per request")
     parser.add_argument("--reps", type=int, default=3, help="repetitions per figure (median)")
     parser.add_argument("--strength", type=float, default=0.5, help="CAA strength when steered")
@@ -100,16 +119,24 @@ async def main() -> None:
     load_s = time.perf_counter() - t0
     info = await backend.build_caa_vector(
         positive_system="You are a helpful assistant. In every reply, talk like a pirate.",
-        neutral_system="You are a helpful assistant.", prompts=PROMPTS)
-    steer = Steering("caa", {"vector": info["digest"], "layer": info["layer"], "coefficient": args.strength})
+        neutral_system="You are a helpful assistant.",
+        prompts=PROMPTS,
+    )
+    steer = Steering(
+        "caa", {"vector": info["digest"], "layer": info["layer"], "coefficient": args.strength}
+    )
     vector = engine.find_vector(info["digest"], backend.vector_dir)
 
     single, batch8, steered8, step_plain, step_hooked = [], [], [], [], []
     await tokens_per_s(backend, [request(PROMPTS[0], 8)], concurrent=False)  # warm-up
     for _ in range(args.reps):
-        single.append(await tokens_per_s(backend, [request(p, args.tokens) for p in PROMPTS[:2]], False))
+        single.append(
+            await tokens_per_s(backend, [request(p, args.tokens) for p in PROMPTS[:2]], False)
+        )
         batch8.append(await tokens_per_s(backend, [request(p, args.tokens) for p in PROMPTS], True))
-        steered8.append(await tokens_per_s(backend, [request(p, args.tokens, steer) for p in PROMPTS], True))
+        steered8.append(
+            await tokens_per_s(backend, [request(p, args.tokens, steer) for p in PROMPTS], True)
+        )
         step_plain.append(decode_step_seconds(backend, None, 24))
         step_hooked.append(decode_step_seconds(backend, [(vector, args.strength)] * 8, 24))
     await backend.aclose()
@@ -139,16 +166,25 @@ async def main() -> None:
             "steered_vs_unsteered_end_to_end": round(med(steered8, which) / med(batch8, which), 3),
             "decode_step_s_unsteered": round(med(step_plain, which), 4),
             "decode_step_s_steered": round(med(step_hooked, which), 4),
-            "hook_overhead_fraction": round(med(step_hooked, which) / med(step_plain, which) - 1, 4),
+            "hook_overhead_fraction": round(
+                med(step_hooked, which) / med(step_plain, which) - 1, 4
+            ),
         }
     result["goals"] = {"batch8_speedup_min": 3.0, "hook_overhead_max": 0.10}
     result["meets_goals"] = {
-        clock: {"batch8_speedup": result[clock]["batch8_speedup"] >= 3.0,
-                "hook_overhead": result[clock]["hook_overhead_fraction"] < 0.10}
+        clock: {
+            "batch8_speedup": result[clock]["batch8_speedup"] >= 3.0,
+            "hook_overhead": result[clock]["hook_overhead_fraction"] < 0.10,
+        }
         for clock in ("wall", "cpu")
     }
-    result["raw"] = {"single": single, "batch8": batch8, "steered8": steered8,
-                     "step_plain": step_plain, "step_hooked": step_hooked}
+    result["raw"] = {
+        "single": single,
+        "batch8": batch8,
+        "steered8": steered8,
+        "step_plain": step_plain,
+        "step_hooked": step_hooked,
+    }
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text(json.dumps(result, indent=2) + "\n")
     print(f"torch threads {result['torch_threads']}, load average {result['load_average_1m']}")

@@ -41,8 +41,13 @@ def ctx(backend) -> MethodContext:
 async def test_generate_counts_tokens_and_records_speed(backend):
     out = await backend.generate(req("Hello", max_tokens=12))
     assert out.finish_reason in {"stop", "length"}
-    assert out.completion_tokens == len(backend._engine.text_ids(out.text)) or out.completion_tokens <= 12
-    assert out.prompt_tokens == len(backend._engine.chat_ids([{"role": "user", "content": "Hello"}]))
+    assert (
+        out.completion_tokens == len(backend._engine.text_ids(out.text))
+        or out.completion_tokens <= 12
+    )
+    assert out.prompt_tokens == len(
+        backend._engine.chat_ids([{"role": "user", "content": "Hello"}])
+    )
     assert out.extra["batch_size"] == 1 and out.extra["tokens_per_s"] > 0
 
 
@@ -57,11 +62,15 @@ async def test_same_seed_same_response_in_any_batch(backend):
     alone = await backend.generate(target)
     others = [req(f"other prompt number {i} " * (i + 1), temperature=0.8, seed=i) for i in range(3)]
     together = await asyncio.gather(
-        backend.generate(others[0]), backend.generate(target), *[backend.generate(o) for o in others[1:]]
+        backend.generate(others[0]),
+        backend.generate(target),
+        *[backend.generate(o) for o in others[1:]],
     )
     assert together[1].extra["batch_size"] > 1
     assert together[1].text == alone.text
-    different = await backend.generate(req("Tell me a joke", temperature=1.0, seed=8, max_tokens=24))
+    different = await backend.generate(
+        req("Tell me a joke", temperature=1.0, seed=8, max_tokens=24)
+    )
     assert different.text != alone.text
 
 
@@ -73,7 +82,9 @@ async def test_seedless_sampling_is_reproducible(backend):
 
 async def test_greedy_batched_equals_single(backend, engine):
     single = [await backend.generate(req(t)) for t in ("a", "bb bb", "ccc ccc ccc")]
-    batched = await asyncio.gather(*[backend.generate(req(t)) for t in ("a", "bb bb", "ccc ccc ccc")])
+    batched = await asyncio.gather(
+        *[backend.generate(req(t)) for t in ("a", "bb bb", "ccc ccc ccc")]
+    )
     assert [s.text for s in single] == [b.text for b in batched]
 
 
@@ -81,7 +92,9 @@ async def test_steering_spec_errors_are_clear(backend):
     with pytest.raises(ConfigError, match="feature_edits"):
         await backend.generate(req("x", steering=Steering("feature_edits", {"edits": []})))
     with pytest.raises(ConfigError, match="not in memory"):
-        await backend.generate(req("x", steering=Steering("caa", {"vector": "nope", "coefficient": 1.0})))
+        await backend.generate(
+            req("x", steering=Steering("caa", {"vector": "nope", "coefficient": 1.0}))
+        )
     with pytest.raises(ConfigError, match="lacks coefficient"):
         await backend.generate(req("x", steering=Steering("caa", {"vector": "nope"})))
 
@@ -151,13 +164,16 @@ async def test_caa_vector_is_steering_with_digest_and_strength(backend, tmp_path
     assert float(vector.vector.norm()) == pytest.approx(vector.meta["typical_norm"], rel=1e-4)
     again = await caa.resolve(QUERY, 1.5, ctx(backend))
     assert again.steering.spec["vector"] == spec["vector"]
-    other_layer = await create_method("caa", {"layer": 2, "prompts": ["hi", "how are you", "tell me more"]}
-                                      ).resolve(QUERY, 0.5, ctx(backend))
+    other_layer = await create_method(
+        "caa", {"layer": 2, "prompts": ["hi", "how are you", "tell me more"]}
+    ).resolve(QUERY, 0.5, ctx(backend))
     assert other_layer.steering.spec["vector"] != spec["vector"]
     other_query = await caa.resolve(Query("be-sad", "be sad"), 0.5, ctx(backend))
     assert other_query.steering.spec["vector"] != spec["vector"]
     plain = await backend.generate(req("Hello"))
-    steered = await backend.generate(req("Hello", steering=Steering("caa", {**spec, "coefficient": 30.0})))
+    steered = await backend.generate(
+        req("Hello", steering=Steering("caa", {**spec, "coefficient": 30.0}))
+    )
     assert plain.text != steered.text
 
 
@@ -168,15 +184,21 @@ async def test_caa_vector_found_on_disk_by_a_fresh_engine(tmp_path):
     steered = await first.generate(req("Hello", steering=iv.steering))
     second = LocalBackend("tiny", {"cache_dir": str(tmp_path)}, engine=LocalEngine(model, tok))
     assert (await second.generate(req("Hello", steering=iv.steering))).text == steered.text
-    elsewhere = LocalBackend("tiny", {"cache_dir": str(tmp_path / "x")}, engine=LocalEngine(model, tok))
+    elsewhere = LocalBackend(
+        "tiny", {"cache_dir": str(tmp_path / "x")}, engine=LocalEngine(model, tok)
+    )
     with pytest.raises(ConfigError, match="re-run collect"):
         await elsewhere.generate(req("Hello", steering=iv.steering))
 
 
 async def test_caa_response_position_builds_from_generated_replies(backend):
-    caa = create_method("caa", {"layer": 1, "prompts": ["hi", "bye"], "position": "response", "max_tokens": 6})
+    caa = create_method(
+        "caa", {"layer": 1, "prompts": ["hi", "bye"], "position": "response", "max_tokens": 6}
+    )
     iv = await caa.resolve(QUERY, 1.0, ctx(backend))
-    last = await create_method("caa", {"layer": 1, "prompts": ["hi", "bye"]}).resolve(QUERY, 1.0, ctx(backend))
+    last = await create_method("caa", {"layer": 1, "prompts": ["hi", "bye"]}).resolve(
+        QUERY, 1.0, ctx(backend)
+    )
     assert iv.steering.spec["vector"] != last.steering.spec["vector"]
 
 

@@ -70,7 +70,9 @@ async def test_rubric_judge_reads_the_digit_distribution(tmp_path):
 
 
 async def test_rubric_judge_nan_with_reason_when_no_digit_is_likely(tmp_path):
-    backend = fixed_distribution_backend({"a": 0.7, "1": 0.05, "5": 0.05}, rest=0.2, tmp_path=tmp_path)
+    backend = fixed_distribution_backend(
+        {"a": 0.7, "1": 0.05, "5": 0.05}, rest=0.2, tmp_path=tmp_path
+    )
     scores = await create_judge("local_coherence").score(item("Some reply."), 1, backend)
     assert [s.metric for s in scores] == ["coherence", "coherence_argmax"]
     assert all(math.isnan(s.value) for s in scores)
@@ -129,7 +131,9 @@ class CountingBackend:
 async def test_capability_nll_follows_the_intervention_and_is_computed_once(engine, tmp_path):
     backend = CountingBackend(LocalBackend("tiny", {"cache_dir": str(tmp_path)}, engine=engine))
     ctx = MethodContext(backend=backend, cache=None)  # type: ignore[arg-type]
-    steered = await create_method("caa", {"layer": 1, "prompts": ["hi", "yo"]}).resolve(QUERY, 4.0, ctx)
+    steered = await create_method("caa", {"layer": 1, "prompts": ["hi", "yo"]}).resolve(
+        QUERY, 4.0, ctx
+    )
     prompted = await create_method("prompt").resolve(QUERY, None, ctx)
     judge = create_judge("capability_nll", {"text": "Rivers carry water to the sea."})
     control = await asyncio.gather(*[judge.score(item(f"reply {i}"), 0, backend) for i in range(3)])
@@ -140,7 +144,9 @@ async def test_capability_nll_follows_the_intervention_and_is_computed_once(engi
     [[c0], [c1], [c2]] = control
     assert c0.value == c1.value == c2.value
     expected = await backend._inner.token_nll(
-        [{"role": "user", "content": judge.request}], "Rivers carry water to the sea.",
-        steering=steered.steering)
+        [{"role": "user", "content": judge.request}],
+        "Rivers carry water to the sea.",
+        steering=steered.steering,
+    )
     assert steer.value == pytest.approx(expected.mean_nll, rel=1e-6)
     assert steer.value != c0.value and prompt.value != c0.value

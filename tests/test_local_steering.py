@@ -10,7 +10,12 @@ import torch
 from _tiny_lm import tiny_model, tiny_tokenizer
 
 from steerstats.backends._local_engine import GenRow, LocalEngine
-from steerstats.backends.steering import BatchSteering, SteeringVector, load_vector, record_layer_outputs
+from steerstats.backends.steering import (
+    BatchSteering,
+    SteeringVector,
+    load_vector,
+    record_layer_outputs,
+)
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +30,9 @@ def engine(model):
 
 def _vector(model, layer: int = 1, seed: int = 5) -> SteeringVector:
     g = torch.Generator().manual_seed(seed)
-    return SteeringVector(layer=layer, vector=torch.randn(model.config.hidden_size, generator=g), digest="v")
+    return SteeringVector(
+        layer=layer, vector=torch.randn(model.config.hidden_size, generator=g), digest="v"
+    )
 
 
 def _inputs(engine, texts=("Hello there", "Tell me a story about cats")):
@@ -47,9 +54,13 @@ def test_steering_changes_activations_from_its_layer_on(model, engine):
     ids, mask, pos = _inputs(engine)
     vec = _vector(model, layer=1)
     with torch.inference_mode():
-        plain = model(input_ids=ids, attention_mask=mask, position_ids=pos, output_hidden_states=True)
+        plain = model(
+            input_ids=ids, attention_mask=mask, position_ids=pos, output_hidden_states=True
+        )
         with vec.apply(model, 2.0):
-            steered = model(input_ids=ids, attention_mask=mask, position_ids=pos, output_hidden_states=True)
+            steered = model(
+                input_ids=ids, attention_mask=mask, position_ids=pos, output_hidden_states=True
+            )
     # hidden_states[k] is the output of block k-1: block 0 is untouched, block 1 gets the vector.
     assert torch.equal(plain.hidden_states[1], steered.hidden_states[1])
     delta = steered.hidden_states[2] - plain.hidden_states[2]
@@ -138,7 +149,9 @@ def test_batched_steered_generation_matches_single(model, engine):
     p1 = engine.chat_ids([{"role": "user", "content": "Hi"}])
     p2 = engine.chat_ids([{"role": "user", "content": "A much longer prompt about the weather"}])
     alone = engine.generate_rows([GenRow(p1, 20, steering=(vec, 3.0))])[0].tokens
-    batch = engine.generate_rows([GenRow(p2, 5), GenRow(p1, 20, steering=(vec, 3.0)), GenRow(p2, 30)])
+    batch = engine.generate_rows(
+        [GenRow(p2, 5), GenRow(p1, 20, steering=(vec, 3.0)), GenRow(p2, 30)]
+    )
     assert batch[1].tokens == alone
     assert batch[0].tokens == engine.generate_rows([GenRow(p2, 5)])[0].tokens
 
@@ -155,8 +168,12 @@ def test_record_layer_outputs_reads_the_residual_stream(model, engine):
 
 
 def test_vector_round_trips_through_safetensors(model, tmp_path):
-    vec = SteeringVector(layer=2, vector=torch.randn(model.config.hidden_size), digest="abc",
-                         meta={"typical_norm": 3.5})
+    vec = SteeringVector(
+        layer=2,
+        vector=torch.randn(model.config.hidden_size),
+        digest="abc",
+        meta={"typical_norm": 3.5},
+    )
     vec.save(tmp_path / "v.safetensors")
     back = load_vector(tmp_path / "v.safetensors")
     assert (back.layer, back.digest, dict(back.meta)) == (2, "abc", {"typical_norm": 3.5})

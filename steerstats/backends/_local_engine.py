@@ -137,7 +137,10 @@ class LocalEngine:
 
     def _stop_ids(self) -> set[int]:
         ids: set[int] = set()
-        for source in (self.tokenizer.eos_token_id, getattr(self.model.generation_config, "eos_token_id", None)):
+        for source in (
+            self.tokenizer.eos_token_id,
+            getattr(self.model.generation_config, "eos_token_id", None),
+        ):
             if isinstance(source, int):
                 ids.add(source)
             elif isinstance(source, list | tuple):
@@ -146,7 +149,9 @@ class LocalEngine:
             raise ValueError("the tokenizer and generation config define no end-of-sequence token")
         return ids
 
-    def chat_ids(self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True) -> list[int]:
+    def chat_ids(
+        self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True
+    ) -> list[int]:
         """Token ids of ``messages`` rendered with the model's chat template."""
         text = self.tokenizer.apply_chat_template(
             [dict(m) for m in messages], tokenize=False, add_generation_prompt=add_generation_prompt
@@ -202,14 +207,16 @@ class LocalEngine:
 
     # -- compute (synchronous; the worker thread calls these) ------------------------------------
 
-    def left_pad(self, seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def left_pad(
+        self, seqs: Sequence[Sequence[int]]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         width = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(seqs), width), dtype=torch.long)
         for i, s in enumerate(seqs):
             if len(s):
-                ids[i, width - len(s):] = torch.tensor(list(s), dtype=torch.long)
-                mask[i, width - len(s):] = 1
+                ids[i, width - len(s) :] = torch.tensor(list(s), dtype=torch.long)
+                mask[i, width - len(s) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         return ids, mask, positions
 
@@ -222,7 +229,9 @@ class LocalEngine:
             return DynamicCache()
 
     @staticmethod
-    def _choose(logits: torch.Tensor, rows: Sequence[GenRow], gens: Sequence[torch.Generator | None]) -> list[int]:
+    def _choose(
+        logits: torch.Tensor, rows: Sequence[GenRow], gens: Sequence[torch.Generator | None]
+    ) -> list[int]:
         greedy = logits.argmax(-1).tolist()
         chosen: list[int] = []
         for j, row in enumerate(rows):
@@ -256,8 +265,14 @@ class LocalEngine:
         active = list(range(n))
         cache = self._new_cache()
         with BatchSteering.patch(self.model, [r.steering for r in rows]) as steering:
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                             past_key_values=cache, use_cache=True, logits_to_keep=1)
+            out = self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
             logits = out.logits[:, -1, :]
             next_pos = positions[:, -1] + 1
             while True:
@@ -280,14 +295,20 @@ class LocalEngine:
                     steering.select(index)
                     active = [active[j] for j in keep]
                 mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
-                out = self.model(input_ids=feed[:, None], attention_mask=mask, position_ids=next_pos[:, None],
-                                 past_key_values=cache, use_cache=True)
+                out = self.model(
+                    input_ids=feed[:, None],
+                    attention_mask=mask,
+                    position_ids=next_pos[:, None],
+                    past_key_values=cache,
+                    use_cache=True,
+                )
                 logits = out.logits[:, -1, :]
                 next_pos = next_pos + 1
         seconds = time.perf_counter() - start
         total = sum(len(t) for t in tokens)
         return [
-            GenOutput(tokens[i], finish[i], len(rows[i].prompt), n, seconds, total) for i in range(n)
+            GenOutput(tokens[i], finish[i], len(rows[i].prompt), n, seconds, total)
+            for i in range(n)
         ]
 
     @torch.inference_mode()
@@ -314,8 +335,13 @@ class LocalEngine:
         ids, mask, positions = self.left_pad(seqs)
         keep = max(len(r.continuation) for r in rows) + 1
         with BatchSteering.patch(self.model, [r.steering for r in rows]):
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                             use_cache=False, logits_to_keep=keep)
+            out = self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                use_cache=False,
+                logits_to_keep=keep,
+            )
         logits = out.logits.float()
         results = []
         for i, row in enumerate(rows):
@@ -324,7 +350,9 @@ class LocalEngine:
             token_lp: list[float] = []
             if n:
                 target = torch.tensor(list(row.continuation), dtype=torch.long)
-                token_lp = logp[keep - 1 - n: keep - 1].gather(-1, target[:, None]).squeeze(-1).tolist()
+                token_lp = (
+                    logp[keep - 1 - n : keep - 1].gather(-1, target[:, None]).squeeze(-1).tolist()
+                )
             cand = None
             if row.candidates is not None:
                 cand = logp[keep - 1, torch.tensor(list(row.candidates), dtype=torch.long)].tolist()
@@ -353,7 +381,9 @@ class LocalEngine:
         with self._cond:
             self._stopping = False
             if self._thread is None:
-                self._thread = threading.Thread(target=self._work, name="steerstats-local", daemon=True)
+                self._thread = threading.Thread(
+                    target=self._work, name="steerstats-local", daemon=True
+                )
                 self._thread.start()
             self._pending.append(_Job(kind, payload, loop, future))
             self._cond.notify_all()

@@ -33,7 +33,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from steerstats.backends._registry import backend
 from steerstats.backends.base import Backend, GenerationRequest, GenerationResult, Message, Steering
@@ -78,15 +78,18 @@ def _require_local_dependencies() -> None:
         except ImportError:
             missing.append(module)
     if missing:
-        raise pip_dependency_error("the local backend", missing + ["gguf", "accelerate"], extra="local")
+        raise pip_dependency_error(
+            "the local backend", missing + ["gguf", "accelerate"], extra="local"
+        )
 
 
 _engines_lock = threading.Lock()
 _engines: dict[tuple[str, str, str], LocalEngine] = {}
 
 
-def _shared_engine(source: ModelSource, cache_dir: Path, dtype: str, max_batch_size: int,
-                   batch_wait_s: float) -> LocalEngine:
+def _shared_engine(
+    source: ModelSource, cache_dir: Path, dtype: str, max_batch_size: int, batch_wait_s: float
+) -> LocalEngine:
     from steerstats.backends._local_engine import LocalEngine
     from steerstats.backends._local_model import fingerprint, shared_model
 
@@ -94,8 +97,13 @@ def _shared_engine(source: ModelSource, cache_dir: Path, dtype: str, max_batch_s
     with _engines_lock:
         if key not in _engines:
             model, tokenizer = shared_model(source, cache_dir, dtype)
-            _engines[key] = LocalEngine(model, tokenizer, fingerprint=fingerprint(source),
-                                        max_batch_size=max_batch_size, batch_wait_s=batch_wait_s)
+            _engines[key] = LocalEngine(
+                model,
+                tokenizer,
+                fingerprint=fingerprint(source),
+                max_batch_size=max_batch_size,
+                batch_wait_s=batch_wait_s,
+            )
         return _engines[key]
 
 
@@ -122,7 +130,9 @@ class LocalBackend(Backend):
         self.vector_dir = self.cache_dir / "caa_vectors"
         self.max_batch_size = int(self.options.get("max_batch_size", 8))
         if self.max_batch_size < 1:
-            raise ConfigError(f"local backend: max_batch_size must be >= 1, got {self.max_batch_size}")
+            raise ConfigError(
+                f"local backend: max_batch_size must be >= 1, got {self.max_batch_size}"
+            )
         self.batch_wait_s = float(self.options.get("batch_wait_s", 0.005))
         self.dtype = str(self.options.get("dtype", "float32"))
         self._engine = engine
@@ -149,14 +159,20 @@ class LocalBackend(Backend):
 
     def _source(self) -> ModelSource:
         if self.source is None:
-            raise RuntimeError("this local backend was built from an in-memory engine and has no source")
+            raise RuntimeError(
+                "this local backend was built from an in-memory engine and has no source"
+            )
         return self.source
 
     def identity(self) -> dict[str, Any]:
         """Backend name, model, answer-changing options and the weights' digest."""
         options = {k: self.options[k] for k in ANSWER_OPTIONS if k in self.options}
-        return {"backend": self.name, "model": self.model, "options": options,
-                "weights": self.weights_digest()}
+        return {
+            "backend": self.name,
+            "model": self.model,
+            "options": options,
+            "weights": self.weights_digest(),
+        }
 
     def max_concurrency(self) -> int:
         """Enough requests in flight to fill two batches (one running, one gathering)."""
@@ -168,8 +184,12 @@ class LocalBackend(Backend):
             # Concurrent first calls all land on the same shared engine (a threading lock
             # inside _shared_engine loads the model once).
             engine = await asyncio.to_thread(
-                _shared_engine, self._source(), self.cache_dir, self.dtype,
-                self.max_batch_size, self.batch_wait_s,
+                _shared_engine,
+                self._source(),
+                self.cache_dir,
+                self.dtype,
+                self.max_batch_size,
+                self.batch_wait_s,
             )
             self._engine = engine
         if not self._acquired:
@@ -196,15 +216,18 @@ class LocalBackend(Backend):
         spec = dict(steering.spec)
         missing = [k for k in ("vector", "coefficient") if k not in spec]
         if missing:
-            raise ConfigError(f"caa steering spec lacks {', '.join(missing)}; got keys {sorted(spec)}")
+            raise ConfigError(
+                f"caa steering spec lacks {', '.join(missing)}; got keys {sorted(spec)}"
+            )
         coefficient = float(spec["coefficient"])
         if coefficient == 0.0:
             return None
         vector = engine.find_vector(str(spec["vector"]), self.vector_dir)
         if vector is None:
             raise ConfigError(
-                f"CAA vector {spec['vector']} is not in memory or in {self.vector_dir}; vectors are "
-                "built by the caa method when it resolves, so re-run collect with the same cache_dir"
+                f"CAA vector {spec['vector']} is not in memory or in {self.vector_dir}; vectors "
+                "are built by the caa method when it resolves, so re-run collect with the same "
+                "cache_dir"
             )
         if "layer" in spec and int(spec["layer"]) != vector.layer:
             raise ConfigError(
@@ -273,7 +296,9 @@ class LocalBackend(Backend):
         for cand in candidates:
             spelled = engine.single_token_ids(cand)
             if not spelled:
-                raise ConfigError(f"candidate {cand!r} is not a single token of this model's tokenizer")
+                raise ConfigError(
+                    f"candidate {cand!r} is not a single token of this model's tokenizer"
+                )
             ids.extend(spelled)
             owner.extend([cand] * len(spelled))
         prompt = engine.chat_ids(messages) + (engine.text_ids(prefix) if prefix else [])
@@ -297,8 +322,11 @@ class LocalBackend(Backend):
         cont = engine.text_ids(continuation)
         if not cont:
             return TokenLoss(0.0, 0)
-        row = ScoreRow(prompt=engine.chat_ids(messages), continuation=cont,
-                       steering=self._steering_row(engine, steering))
+        row = ScoreRow(
+            prompt=engine.chat_ids(messages),
+            continuation=cont,
+            steering=self._steering_row(engine, steering),
+        )
         out = await engine.submit("score", row)
         return TokenLoss(-float(sum(out.token_logprobs)), len(cont))
 
@@ -308,7 +336,7 @@ class LocalBackend(Backend):
         neutral_system: str,
         prompts: Sequence[str],
         layer: int | None = None,
-        position: str = "last_prompt",
+        position: Literal["response", "last_prompt"] = "last_prompt",
         max_tokens: int = 32,
     ) -> dict[str, Any]:
         """Build (or find) the CAA vector for these contrastive prompts; return its digest,
@@ -318,9 +346,14 @@ class LocalBackend(Backend):
         engine = await self.engine()
         if layer is None:
             layer = engine.n_layers // 2
-        spec = CAASpec(positive_system, neutral_system, tuple(prompts), int(layer),
-                       position, int(max_tokens))  # type: ignore[arg-type]
+        spec = CAASpec(
+            positive_system, neutral_system, tuple(prompts), int(layer), position, int(max_tokens)
+        )
         digest = spec.digest(self.identity())
         vector = await engine.call(lambda: build_caa_vector(engine, spec, digest, self.vector_dir))
-        return {"digest": vector.digest, "layer": vector.layer,
-                "typical_norm": vector.meta.get("typical_norm"), "raw_norm": vector.meta.get("raw_norm")}
+        return {
+            "digest": vector.digest,
+            "layer": vector.layer,
+            "typical_norm": vector.meta.get("typical_norm"),
+            "raw_norm": vector.meta.get("raw_norm"),
+        }

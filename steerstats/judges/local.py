@@ -88,28 +88,37 @@ def _require(backend: Backend | None, method_name: str, judge_name: str) -> Any:
     fn = getattr(backend, method_name, None) if backend is not None else None
     if fn is None:
         name = getattr(backend, "name", type(backend).__name__) if backend is not None else "none"
-        raise ConfigError(f"judge {judge_name!r} needs the 'local' backend (it reads log-probabilities); "
-                          f"it was given backend {name!r}")
+        raise ConfigError(
+            f"judge {judge_name!r} needs the 'local' backend (it reads log-probabilities); "
+            f"it was given backend {name!r}"
+        )
     return fn
 
 
 class LocalRubricJudge(Judge):
     """A 1-5 rubric read off the local model's next-token probabilities on the digits."""
 
-    def __init__(self, criterion: str, wordings: Sequence[str], repeats: int, min_digit_mass: float) -> None:
+    def __init__(
+        self, criterion: str, wordings: Sequence[str], repeats: int, min_digit_mass: float
+    ) -> None:
         if not wordings:
             raise ConfigError(f"local_{criterion}: wordings must be a non-empty list")
         for w in wordings:
             if "{response}" not in w:
-                raise ConfigError(f"local_{criterion}: every wording needs a {{response}} field; got {w!r}")
+                raise ConfigError(
+                    f"local_{criterion}: every wording needs a {{response}} field; got {w!r}"
+                )
         if not 1 <= repeats <= len(wordings):
             raise ConfigError(
                 f"local_{criterion}: repeats must be between 1 and the number of wordings "
                 f"({len(wordings)}); each repeat uses a different wording, and the same wording "
-                f"twice would repeat the same number. Got repeats={repeats}; add wordings or lower it."
+                f"twice would repeat the same number. Got repeats={repeats}; add wordings or "
+                "lower it."
             )
         if not 0 < min_digit_mass <= 1:
-            raise ConfigError(f"local_{criterion}: min_digit_mass must be in (0, 1], got {min_digit_mass}")
+            raise ConfigError(
+                f"local_{criterion}: min_digit_mass must be in (0, 1], got {min_digit_mass}"
+            )
         self.criterion = criterion
         self.metrics = (criterion, f"{criterion}_argmax")
         self.wordings = tuple(wordings)
@@ -118,15 +127,25 @@ class LocalRubricJudge(Judge):
         self.rater = f"local-{criterion}"
 
     def identity(self) -> dict[str, Any]:
-        return {**super().identity(), "criterion": self.criterion,
-                "wordings": text_digest(*self.wordings), "min_digit_mass": self.min_digit_mass}
+        return {
+            **super().identity(),
+            "criterion": self.criterion,
+            "wordings": text_digest(*self.wordings),
+            "min_digit_mass": self.min_digit_mass,
+        }
 
     def messages(self, item: JudgeInput, repeat: int) -> list[Message]:
         """The rubric for judging occasion ``repeat`` (wording ``repeat``), filled in."""
         if not 0 <= repeat < len(self.wordings):
-            raise ValueError(f"repeat {repeat} has no rubric wording (there are {len(self.wordings)})")
-        text = (self.wordings[repeat].replace("{query}", item.query.text)
-                .replace("{prompt}", item.prompt.text).replace("{response}", item.response))
+            raise ValueError(
+                f"repeat {repeat} has no rubric wording (there are {len(self.wordings)})"
+            )
+        text = (
+            self.wordings[repeat]
+            .replace("{query}", item.query.text)
+            .replace("{prompt}", item.prompt.text)
+            .replace("{response}", item.response)
+        )
         return [{"role": "user", "content": text}]
 
     async def score(self, item: JudgeInput, repeat: int, backend: Backend | None) -> list[Score]:
@@ -171,7 +190,9 @@ class CoherencePerplexity(Judge):
         nll_fn = _require(backend, "token_nll", "coherence_ppl")
         if not item.response.strip():
             return [Score.missing("coherence_ppl", "empty response")]
-        loss = await nll_fn([{"role": "user", "content": item.prompt.text}], item.response, steering=None)
+        loss = await nll_fn(
+            [{"role": "user", "content": item.prompt.text}], item.response, steering=None
+        )
         if loss.n_tokens == 0:
             return [Score.missing("coherence_ppl", "response has no tokens")]
         return [Score("coherence_ppl", math.exp(loss.total_nll / loss.n_tokens))]

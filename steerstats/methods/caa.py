@@ -5,10 +5,10 @@ training prompts answered under a system prompt asking for the behaviour (the ``
 method's template) and under a neutral system prompt; the vector is the mean difference of the
 residual-stream activations at ``layer`` at the last prompt token, where the model is about to
 answer (default; two forward passes), or over the tokens of greedy responses
-(``position="response"``; costs a generation per prompt and side), unit-normalised and scaled to the typical activation norm at
-that layer, so a strength means the same across queries (strength 1 adds a perturbation as
-large as a typical residual-stream state). Generation adds ``strength x vector`` at every
-position of that layer's output.
+(``position="response"``; costs a generation per prompt and side), unit-normalised and scaled
+to the typical activation norm at that layer, so a strength means the same across queries
+(strength 1 adds a perturbation as large as a typical residual-stream state). Generation adds
+``strength x vector`` at every position of that layer's output.
 
 The vector is identified by the digest of everything that built it (model weights, layer,
 prompts, templates); the digest and the strength form the intervention's ``Steering`` and so
@@ -63,7 +63,9 @@ class CAAMethod(Method):
         if "{query}" not in template:
             raise ConfigError(f"caa: template must contain '{{query}}', got {template!r}")
         if position not in ("response", "last_prompt"):
-            raise ConfigError(f"caa: position must be 'response' or 'last_prompt', got {position!r}")
+            raise ConfigError(
+                f"caa: position must be 'response' or 'last_prompt', got {position!r}"
+            )
         if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
             raise ConfigError("caa: prompts must be a non-empty list of non-empty strings")
         if layer is not None and layer < 0:
@@ -96,10 +98,13 @@ class CAAMethod(Method):
         )
         return info
 
-    async def resolve(self, query: Query, strength: float | None, ctx: MethodContext) -> Intervention:
+    async def resolve(
+        self, query: Query, strength: float | None, ctx: MethodContext
+    ) -> Intervention:
         if strength is None or not math.isfinite(float(strength)):
             raise ConfigError(
-                "method caa needs a finite strength; give the method a list, e.g. strengths = [0.5, 1.0]"
+                "method caa needs a finite strength; give the method a list, "
+                "e.g. strengths = [0.5, 1.0]"
             )
         strength = float(strength)
         system = render_prompt(self.template, query) if self.with_prompt else None
@@ -107,9 +112,10 @@ class CAAMethod(Method):
             return Intervention(system_prompt=system, strength=0.0)
         info = await self.vector(query, ctx)
         spec = {"vector": info["digest"], "layer": int(info["layer"]), "coefficient": strength}
-        detail = {k: info[k] for k in ("typical_norm", "raw_norm") if k in info}
-        return Intervention(system_prompt=system, steering=Steering("caa", spec), strength=strength,
-                            detail=detail)
+        detail: dict[str, Any] = {k: info[k] for k in ("typical_norm", "raw_norm") if k in info}
+        return Intervention(
+            system_prompt=system, steering=Steering("caa", spec), strength=strength, detail=detail
+        )
 
 
 @method("caa")
@@ -124,8 +130,15 @@ def caa(
     """Contrastive activation addition at ``layer`` (None: the middle decoder block), built from
     the behaviour prompt ``template`` vs ``neutral_prompt`` on ``prompts``. ``max_tokens`` is
     the length of the contrastive responses when ``position="response"``."""
-    return CAAMethod(with_prompt=False, layer=layer, template=template, neutral_prompt=neutral_prompt,
-                     prompts=prompts, position=position, max_tokens=max_tokens)
+    return CAAMethod(
+        with_prompt=False,
+        layer=layer,
+        template=template,
+        neutral_prompt=neutral_prompt,
+        prompts=prompts,
+        position=position,
+        max_tokens=max_tokens,
+    )
 
 
 @method("caa+prompt")
@@ -138,5 +151,12 @@ def caa_prompt(
     max_tokens: int = 32,
 ) -> Method:
     """The ``caa`` vector plus the ``prompt`` method's system prompt (same ``template``)."""
-    return CAAMethod(with_prompt=True, layer=layer, template=template, neutral_prompt=neutral_prompt,
-                     prompts=prompts, position=position, max_tokens=max_tokens)
+    return CAAMethod(
+        with_prompt=True,
+        layer=layer,
+        template=template,
+        neutral_prompt=neutral_prompt,
+        prompts=prompts,
+        position=position,
+        max_tokens=max_tokens,
+    )
