@@ -40,11 +40,24 @@ def shared_file(*parts: str) -> Path | None:
 
 MMLU_TEST = shared_file("data", "mmlu_test.jsonl")
 
-GOOD_ROW = {"question": "2 + 2 = ?", "answer_a": "3", "answer_b": "4", "answer_c": "5",
-            "answer_d": "22", "correct_answer": "B", "topic": "arithmetic"}
-HEADER_ROW = {"question": "question", "answer_a": "answer_a", "answer_b": "answer_b",
-              "answer_c": "answer_c", "answer_d": "answer_d", "correct_answer": "answer",
-              "topic": "elementary mathematics"}
+GOOD_ROW = {
+    "question": "2 + 2 = ?",
+    "answer_a": "3",
+    "answer_b": "4",
+    "answer_c": "5",
+    "answer_d": "22",
+    "correct_answer": "B",
+    "topic": "arithmetic",
+}
+HEADER_ROW = {
+    "question": "question",
+    "answer_a": "answer_a",
+    "answer_b": "answer_b",
+    "answer_c": "answer_c",
+    "answer_d": "answer_d",
+    "correct_answer": "answer",
+    "topic": "elementary mathematics",
+}
 
 
 def write_jsonl(path: Path, rows: list[object]) -> Path:
@@ -57,7 +70,14 @@ def write_jsonl(path: Path, rows: list[object]) -> Path:
 
 def test_index_lists_every_dataset_with_source_and_licence() -> None:
     names = dataset_names()
-    assert names == ["queries", "topic_prompts", "common_prompts", "criteria", "mmlu_paper", "reference_text"]
+    assert names == [
+        "queries",
+        "topic_prompts",
+        "common_prompts",
+        "criteria",
+        "mmlu_paper",
+        "reference_text",
+    ]
     for name in names:
         assert len(read_dataset(name)) > 0
 
@@ -88,7 +108,10 @@ def test_load_queries_from_files(tmp_path: Path) -> None:
     assert queries[1].criteria is None and queries[1].text == "Be Very Polite!"
     js = tmp_path / "q.json"
     js.write_text(json.dumps([{"text": "be brief", "criteria": "1: long. 5: short."}, "be kind"]))
-    assert [(q.id, q.criteria) for q in load_queries(js)] == [("be-brief", "1: long. 5: short."), ("be-kind", None)]
+    assert [(q.id, q.criteria) for q in load_queries(js)] == [
+        ("be-brief", "1: long. 5: short."),
+        ("be-kind", None),
+    ]
     dup = tmp_path / "dup.txt"
     dup.write_text("be funny\nBe funny!\n")
     with pytest.raises(DataError, match=r"dup.txt: queries 1 and 2 both have id 'be-funny'"):
@@ -119,7 +142,11 @@ def test_open_prompts_crossed_design() -> None:
 
 def test_open_prompts_nested_reproduces_the_studys_per_query_draws() -> None:
     design = open_prompts(load_queries(), crossed=False)
-    concise = sorted(int(p.id.split("-")[1]) for p in design["be-concise-and-direct"] if p.id.startswith("common-"))
+    concise = sorted(
+        int(p.id.split("-")[1])
+        for p in design["be-concise-and-direct"]
+        if p.id.startswith("common-")
+    )
     # the common prompts present for "be concise and direct" in the study's Llama-3.1-8B results
     assert concise == [2, 7, 8, 11, 13, 19, 22, 28, 30, 35, 37, 38, 46, 50, 51, 61, 66, 68, 70, 81]
 
@@ -173,8 +200,14 @@ def test_loader_rejects_header_rows_naming_file_and_lines(tmp_path: Path) -> Non
 
 
 def test_loader_names_each_kind_of_bad_row(tmp_path: Path) -> None:
-    rows: list[object] = [GOOD_ROW, "{not json", {k: v for k, v in GOOD_ROW.items() if k != "topic"},
-                          {**GOOD_ROW, "correct_answer": "E"}, {**GOOD_ROW, "answer_c": ""}, [1, 2]]
+    rows: list[object] = [
+        GOOD_ROW,
+        "{not json",
+        {k: v for k, v in GOOD_ROW.items() if k != "topic"},
+        {**GOOD_ROW, "correct_answer": "E"},
+        {**GOOD_ROW, "answer_c": ""},
+        [1, 2],
+    ]
     path = write_jsonl(tmp_path / "bad.jsonl", rows)
     with pytest.raises(DataError) as info:
         load_mmlu_jsonl(path)
@@ -188,11 +221,15 @@ def test_loader_names_each_kind_of_bad_row(tmp_path: Path) -> None:
 
 
 def test_loader_skip_warns_with_lines_and_keeps_good_rows(tmp_path: Path) -> None:
-    path = write_jsonl(tmp_path / "m.jsonl", [GOOD_ROW, HEADER_ROW, "", {**GOOD_ROW, "question": "1+1?"}])
+    path = write_jsonl(
+        tmp_path / "m.jsonl", [GOOD_ROW, HEADER_ROW, "", {**GOOD_ROW, "question": "1+1?"}]
+    )
     with pytest.warns(UserWarning, match=r"skipped .*m.jsonl: 1 malformed row\(s\) at line\(s\) 2"):
         questions = load_mmlu_jsonl(path, on_error="skip")
     assert [(q.question, q.line, q.answer, q.choices[1]) for q in questions] == [
-        ("2 + 2 = ?", 1, "B", "4"), ("1+1?", 4, "B", "4")]
+        ("2 + 2 = ?", 1, "B", "4"),
+        ("1+1?", 4, "B", "4"),
+    ]
     assert questions[0].id.startswith("mmlu-") and questions[0].id != questions[1].id
 
 
@@ -204,7 +241,9 @@ def test_loader_missing_file_and_bad_option(tmp_path: Path) -> None:
         load_mmlu_jsonl(path, on_error="ignore")  # type: ignore[arg-type]
 
 
-@pytest.mark.skipif(MMLU_TEST is None, reason="../shared/data/mmlu_test.jsonl not present in this checkout")
+@pytest.mark.skipif(
+    MMLU_TEST is None, reason="../shared/data/mmlu_test.jsonl not present in this checkout"
+)
 def test_loader_on_the_development_mmlu_file_names_exactly_the_two_header_lines() -> None:
     assert MMLU_TEST is not None
     with pytest.raises(DataError) as info:
@@ -221,7 +260,8 @@ def synthetic_pool() -> list[MMLUQuestion]:
     sizes = {"algebra": 40, "biology": 25, "chemistry": 20, "drama": 10, "economics": 5}
     return [
         MMLUQuestion(f"q-{s}-{i}", f"{s} question {i}?", ("w", "x", "y", "z"), "ABCD"[i % 4], s)
-        for s, n in sizes.items() for i in range(n)
+        for s, n in sizes.items()
+        for i in range(n)
     ]
 
 
@@ -252,7 +292,10 @@ def test_sampler_on_paper_questions() -> None:
     by_id = {q.id: q for q in paper_mmlu()}
     for p in sample:
         q = by_id[p.id]
-        assert p.text == format_mmlu(q.question, q.choices) and (p.answer, p.subject) == (q.answer, q.subject)
+        assert p.text == format_mmlu(q.question, q.choices) and (p.answer, p.subject) == (
+            q.answer,
+            q.subject,
+        )
     with pytest.raises(ValueError, match="n must be between 1 and 171"):
         mmlu_prompts(172)
 
@@ -306,5 +349,8 @@ def test_extract_answer(reply: str, letter: str | None) -> None:
 def test_parse_answer_gives_reasons() -> None:
     assert parse_answer("nothing here") == (None, "no <answer> tag")
     assert parse_answer("<answer> </answer>") == (None, "empty <answer> tag")
-    assert parse_answer("<answer>C, D</answer>") == (None, "<answer> tag holds 'C, D', not a single letter A-D")
+    assert parse_answer("<answer>C, D</answer>") == (
+        None,
+        "<answer> tag holds 'C, D', not a single letter A-D",
+    )
     assert parse_answer("<answer>B</answer>") == ("B", None)

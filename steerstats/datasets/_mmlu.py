@@ -1,4 +1,4 @@
-"""MMLU questions: the JSONL loader, the stratified sampler, the prompt format and answer reading."""
+"""MMLU questions: JSONL loader, stratified sampler, prompt format and answer reading."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ INSTRUCTION = (
 
 @dataclass(frozen=True)
 class MMLUQuestion:
-    """One four-choice question. ``line`` is its 1-based line in the source file, if read from one."""
+    """One four-choice question; ``line`` is its 1-based line in the source file, if any."""
 
     id: str
     question: str
@@ -116,7 +116,9 @@ def _parse_lines(text: str, source: str, on_error: Literal["raise", "skip"]) -> 
     return questions
 
 
-def load_mmlu_jsonl(path: str | Path, *, on_error: Literal["raise", "skip"] = "raise") -> list[MMLUQuestion]:
+def load_mmlu_jsonl(
+    path: str | Path, *, on_error: Literal["raise", "skip"] = "raise"
+) -> list[MMLUQuestion]:
     """Read MMLU questions from JSONL (keys question, answer_a..answer_d, correct_answer, topic).
 
     Malformed rows (bad JSON, missing keys, a ``correct_answer`` that is not A-D such as a stray
@@ -145,8 +147,13 @@ def paper_mmlu() -> list[MMLUQuestion]:
 
 def paper_mmlu_frame() -> pd.DataFrame:
     rows = [
-        {"prompt_id": q.id, "subject": q.subject, "question": q.question,
-         **{letter: c for letter, c in zip(LETTERS, q.choices, strict=True)}, "answer": q.answer}
+        {
+            "prompt_id": q.id,
+            "subject": q.subject,
+            "question": q.question,
+            **{letter: c for letter, c in zip(LETTERS, q.choices, strict=True)},
+            "answer": q.answer,
+        }
         for q in paper_mmlu()
     ]
     return pd.DataFrame(rows)
@@ -185,7 +192,9 @@ def stratified_sample(
     quota = {s: math.floor(exact[s]) for s in subjects}
     order = subjects[:]
     rng.shuffle(order)
-    order.sort(key=lambda s: exact[s] - quota[s], reverse=True)  # stable: shuffled order breaks ties
+    order.sort(
+        key=lambda s: exact[s] - quota[s], reverse=True
+    )  # stable: shuffled order breaks ties
     for s in order[: n - sum(quota.values())]:
         quota[s] += 1
     chosen: list[int] = []
@@ -206,7 +215,7 @@ def mmlu_prompts(
 
 
 def format_mmlu(question: str, choices: Sequence[str]) -> str:
-    """The question, its choices lettered A-D, and the instruction to answer in ``<answer>`` tags."""
+    """The question, its choices lettered A-D and the instruction to answer in ``<answer>`` tags."""
     if not 2 <= len(choices) <= len(LETTERS):
         raise ValueError(f"an MMLU question needs 2 to {len(LETTERS)} choices, got {len(choices)}")
     letters = LETTERS[: len(choices)]
@@ -222,12 +231,13 @@ _DECOR = " \t\r\n*_`'\"“”‘’"
 _BARE = re.compile(r"\(?\[?([A-Da-d])\]?\)?[.:]?")
 _LED = re.compile(r"\(?([A-D])[.):]\s+\S.*", re.DOTALL)
 _PHRASE = re.compile(
-    r"(?:the\s+)?(?:final\s+)?(?:answer|option|choice)\s*(?:is|:)?\s*\(?([A-D])\)?\.?", re.IGNORECASE
+    r"(?:the\s+)?(?:final\s+)?(?:answer|option|choice)\s*(?:is|:)?\s*\(?([A-D])\)?\.?",
+    re.IGNORECASE,
 )
 
 
 def parse_answer(text: str) -> tuple[str | None, str | None]:
-    """The answer letter from a reply's last ``<answer>`` tag, or None and the reason it is unreadable.
+    """The letter in a reply's last ``<answer>`` tag, or None and the reason it is unreadable.
 
     Accepts "B", " b ", "(B)", "B.", "B)", "**B**", "B. the choice text", "Answer: B". A reply cut
     off after an opening tag is read from the tag to the end.
@@ -241,7 +251,7 @@ def parse_answer(text: str) -> tuple[str | None, str | None]:
         opens = list(_OPEN_TAG.finditer(text))
         if not opens:
             return None, "no <answer> tag"
-        content = text[opens[-1].end():]
+        content = text[opens[-1].end() :]
     inner = content.strip(_DECOR)
     if not inner:
         return None, "empty <answer> tag"

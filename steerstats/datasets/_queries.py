@@ -68,7 +68,8 @@ def load_queries(name_or_path: str | Path = "paper") -> list[Query]:
     path = Path(name_or_path)
     if not path.is_file():
         raise ValueError(
-            f"queries {str(name_or_path)!r} is neither a shipped set ({', '.join(SHIPPED_QUERY_SETS)}) "
+            f"queries {str(name_or_path)!r} is neither a shipped set "
+            f"({', '.join(SHIPPED_QUERY_SETS)}) "
             "nor an existing .txt/.json/.csv file"
         )
     records = _read_query_records(path)
@@ -112,7 +113,8 @@ def _read_query_records(path: Path) -> list[dict[str, Any]]:
                 records.append(item)
             else:
                 raise DataError(
-                    f"{path}: query {n} must be a string or an object with a 'text' key, got {item!r}"
+                    f"{path}: query {n} must be a string or an object with a 'text' key, "
+                    f"got {item!r}"
                 )
         return records
     if suffix == ".csv":
@@ -168,10 +170,17 @@ def open_prompts(
     are nested in queries. A topic prompt whose text is also a common prompt takes the common
     id and appears once.
     """
-    topics = paper_topic_prompts() if topic_prompts is None else {k: list(v) for k, v in topic_prompts.items()}
+    topics = (
+        paper_topic_prompts()
+        if topic_prompts is None
+        else {k: list(v) for k, v in topic_prompts.items()}
+    )
     common = common_prompt_texts() if common_prompts is None else list(common_prompts)
     if not 0 <= n_common <= len(common):
-        raise ValueError(f"n_common must be between 0 and {len(common)} (common prompts available), got {n_common}")
+        raise ValueError(
+            f"n_common must be between 0 and {len(common)} (common prompts available), "
+            f"got {n_common}"
+        )
     if n_topic is not None and n_topic < 0:
         raise ValueError(f"n_topic must be >= 0 or None (all), got {n_topic}")
     common_index = {normalize_text(t): i for i, t in enumerate(common)}
@@ -210,7 +219,10 @@ def open_prompts(
 
 def queries_frame() -> pd.DataFrame:
     return pd.DataFrame(
-        [{"query_id": q["id"], "query": q["text"], "open_seed": q["open_seed"]} for q in _paper_queries()]
+        [
+            {"query_id": q["id"], "query": q["text"], "open_seed": q["open_seed"]}
+            for q in _paper_queries()
+        ]
     )
 
 
@@ -219,15 +231,21 @@ def topic_prompts_frame() -> pd.DataFrame:
     for qid, texts in paper_topic_prompts().items():
         for i, text in enumerate(texts):
             rows.append(
-                {"query_id": qid, "prompt_id": topic_prompt_id(qid, i), "text": text,
-                 "hard": i >= len(texts) - N_HARD}
+                {
+                    "query_id": qid,
+                    "prompt_id": topic_prompt_id(qid, i),
+                    "text": text,
+                    "hard": i >= len(texts) - N_HARD,
+                }
             )
     return pd.DataFrame(rows)
 
 
 def common_prompts_frame() -> pd.DataFrame:
     texts = common_prompt_texts()
-    return pd.DataFrame({"prompt_id": [common_prompt_id(i) for i in range(len(texts))], "text": texts})
+    return pd.DataFrame(
+        {"prompt_id": [common_prompt_id(i) for i in range(len(texts))], "text": texts}
+    )
 
 
 def criteria_frame() -> pd.DataFrame:
