@@ -1,0 +1,1 @@
+from steerstats.stats.mixed import *  # noqa: E402,F401,F403
