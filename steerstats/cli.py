@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from steerstats import __version__
@@ -40,6 +42,10 @@ def main() -> None:
 
 @app.command("power")
 def power_command(
+    queries: Annotated[list[int], typer.Option("--queries",
+                                               help="Queries; repeat for several.")],
+    prompts: Annotated[list[int], typer.Option("--prompts",
+                                               help="Prompts per query; repeatable.")],
     var_query: float | None = typer.Option(None, "--var-query", help="Query variance."),
     var_prompt: float | None = typer.Option(None, "--var-prompt", help="Prompt variance."),
     var_query_method: float | None = typer.Option(None, "--var-query-method",
@@ -49,12 +55,11 @@ def power_command(
     from_csv: str | None = typer.Option(
         None, "--from", help="variance_components CSV (columns group, variance), e.g. written "
         "by `steerstats analyze`; replaces the --var-* options."),
-    queries: list[int] = typer.Option(..., "--queries", help="Queries; repeat for several."),
-    prompts: list[int] = typer.Option(..., "--prompts", help="Prompts per query; repeatable."),
-    repeats: list[int] = typer.Option([1], "--repeats",
-                                      help="Responses per query x prompt x method; repeatable."),
-    effect: list[float] = typer.Option([], "--effect",
-                                       help="True method difference; repeatable."),
+    repeats: Annotated[list[int] | None, typer.Option(
+        "--repeats", help="Responses per query x prompt x method (default 1); repeatable."
+    )] = None,
+    effect: Annotated[list[float] | None, typer.Option(
+        "--effect", help="True method difference; repeatable.")] = None,
     mde_: bool = typer.Option(False, "--mde", help="Report the minimum detectable effect "
                               "at --power instead of the power at --effect."),
     target_power: float = typer.Option(0.8, "--power", help="Target power for --mde."),
@@ -76,13 +81,15 @@ def power_command(
         try:
             components: pd.DataFrame | dict[str, float] = pd.read_csv(from_csv)
         except (OSError, ValueError) as exc:
-            raise typer.BadParameter(f"cannot read {from_csv}: {exc}", param_hint="--from") from None
+            raise typer.BadParameter(f"cannot read {from_csv}: {exc}",
+                                     param_hint="--from") from None
     else:
         missing = [f"--var-{k.replace(':', '-')}" for k, v in given.items() if v is None]
         if missing:
             raise typer.BadParameter(f"missing {', '.join(missing)} (or pass --from CSV)",
                                      param_hint="--var-*")
         components = {k: float(v) for k, v in given.items() if v is not None}
+    repeats = repeats or [1]
     if mde_ == bool(effect):
         raise typer.BadParameter("give --effect (power of that effect) or --mde, one of them",
                                  param_hint="--effect/--mde")
@@ -91,7 +98,7 @@ def power_command(
             table = mde(components, queries, prompts, repeats, power=target_power, alpha=alpha,
                         n_sims=n_sims, seed=seed)
         else:
-            table = power(components, queries, prompts, repeats, effect, alpha=alpha,
+            table = power(components, queries, prompts, repeats, effect or [], alpha=alpha,
                           n_sims=n_sims, seed=seed)
     except (TypeError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from None

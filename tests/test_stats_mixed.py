@@ -132,7 +132,8 @@ def test_lme4_engine_returns_the_same_tables() -> None:
         a, b = getattr(ours, table), getattr(theirs, table)
         num = a.select_dtypes("number").columns
         np.testing.assert_allclose(a[num], b[num], rtol=1e-3, atol=1e-6, err_msg=table)
-    np.testing.assert_allclose(ours.contrasts()["estimate"], theirs.contrasts()["estimate"], rtol=1e-5)
+    np.testing.assert_allclose(ours.contrasts()["estimate"], theirs.contrasts()["estimate"],
+                               rtol=1e-5)
 
 
 def test_lme4_engine_without_r_names_the_fix(monkeypatch: pytest.MonkeyPatch,
@@ -191,7 +192,8 @@ def test_contrast_options() -> None:
     assert by_model[["method", "model", "baseline"]].values.tolist() == [
         ["control", "b", "a"], ["prompt", "b", "a"], ["steer", "b", "a"]]
     emm = fit.emm.set_index(["model", "method"])["estimate"]
-    assert by_model["estimate"].iloc[0] == pytest.approx(emm[("b", "control")] - emm[("a", "control")])
+    diff = emm[("b", "control")] - emm[("a", "control")]
+    assert by_model["estimate"].iloc[0] == pytest.approx(diff)
     with pytest.raises(ValueError, match="baseline 'nope'.*control"):
         fit.contrasts("nope")
     assert fit.fixed["ci_low"].dtype == float and fit.emm["ci_high"].dtype == float

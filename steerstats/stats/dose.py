@@ -94,7 +94,8 @@ def _spread(slopes: pd.DataFrame, keys: list[str], confidence: float) -> pd.Data
         g = g[np.isfinite(g["slope"]) & np.isfinite(g["se"]) & (g["se"] > 0)]
         row = dict(zip(keys, key, strict=True))
         k = len(g)
-        row.update({"n_queries": k, "sd_slopes": float(g["slope"].std(ddof=1)) if k > 1 else np.nan})
+        row["n_queries"] = k
+        row["sd_slopes"] = float(g["slope"].std(ddof=1)) if k > 1 else np.nan
         if k >= 2:
             row.update(_dersimonian_laird(g["slope"].to_numpy(), g["se"].to_numpy() ** 2,
                                           confidence))
@@ -275,12 +276,14 @@ def dose_response(
     OLS with ``cov_type="cluster"`` gives (checked in the tests). The steerability summary
     treats per-query slopes as estimates with known variance and fits a random-effects
     meta-analysis (DerSimonian & Laird 1986, tau^2 truncated at zero, t interval on
-    ``n_queries - 1`` df), so ``tau2`` is the random-slope variance across queries. The prompt split is within each query, seeded.
+    ``n_queries - 1`` df), so ``tau2`` is the random-slope variance across queries. The
+    prompt split is within each query, seeded.
 
     References
     ----------
     DerSimonian & Laird (1986). Meta-analysis in clinical trials. Controlled Clinical Trials
-    7(3), 177-188. Tan et al. (2024). Analyzing the generalization and reliability of steering vectors.
+    7(3), 177-188. Tan et al. (2024). Analyzing the generalization and reliability of
+    steering vectors.
     Braun et al. (2025). Understanding (un)reliability of steering vectors in language models.
 
     Examples

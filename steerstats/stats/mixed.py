@@ -121,7 +121,8 @@ class _Reml:
     """REML criterion of the crossed model as a function of relative SDs ``theta``.
 
     lme4's formulation: with ``Lambda = diag(theta)`` expanded over levels and
-    ``A = Lambda Z'Z Lambda + I``, the penalised RSS and ``RX'RX = X'X - X'Z Lambda A^-1 Lambda Z'X``
+    ``A = Lambda Z'Z Lambda + I``, the penalised RSS and
+    ``RX'RX = X'X - X'Z Lambda A^-1 Lambda Z'X``
     follow from quadratic forms in ``A^-1``. Only cross-products of X, Z and y are used, and the
     factor with most levels is eliminated first: its block of ``Z'Z`` is diagonal (each row has
     one level of it), so only the Schur complement of the other factors is factorised. A fit
@@ -241,7 +242,9 @@ class _Fit:
     messages: list[str] = field(default_factory=list)
 
 
-def _satterthwaite_parts(reml: _Reml, theta: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+def _satterthwaite_parts(
+    reml: _Reml, theta: np.ndarray, sigma: float
+) -> tuple[np.ndarray, np.ndarray]:
     """lmerTest's ``vcov_varpar`` (2 H^-1 over positive eigenvalues) and ``Jac_list``."""
     varpar = np.append(theta, sigma)
     H = _hessian(reml.deviance_vp, varpar)
@@ -366,7 +369,8 @@ def _fit_lme4(design: _Design, data: pd.DataFrame, maxiter: int) -> _Fit:
     if rscript is None:
         raise PrerequisiteError(f"engine='lme4' needs Rscript on PATH, which was not found. {fix}")
     with tempfile.TemporaryDirectory(prefix="steerstats-lme4-") as tmp:
-        csv, spec, out, script = (os.path.join(tmp, f) for f in ("d.csv", "s.json", "o.json", "f.R"))
+        csv, spec, out, script = (
+            os.path.join(tmp, f) for f in ("d.csv", "s.json", "o.json", "f.R"))
         data[["query", "prompt", "method", "model", "value"]].to_csv(csv, index=False)
         with open(spec, "w") as fh:
             json.dump({"method_levels": design.method_levels, "model_levels": design.model_levels,
@@ -536,7 +540,8 @@ class MixedModelResult:
                 vecs.append(cell(a) - cell(b))
                 rows.append({other: g, factor: a, "baseline": b})
         out = pd.concat([pd.DataFrame(rows), self._estimates(np.array(vecs))], axis=1)
-        out.insert(out.columns.get_loc("p") + 1, "p_holm", multipletests(out["p"], method="holm")[1])
+        p_holm = multipletests(out["p"], method="holm")[1]
+        out.insert(out.columns.get_loc("p") + 1, "p_holm", p_holm)
         return out
 
 
@@ -562,7 +567,7 @@ def mixed_model(
     strength: str | None = "strength",
     metric_column: str = "metric",
 ) -> MixedModelResult:
-    """Fit ``value ~ method * model`` with crossed random intercepts for query, prompt and query:method.
+    """Fit ``value ~ method * model`` with crossed random intercepts (query, prompt, query:method).
 
     Every model x method is run on the same queries and prompts, so observations share query
     and prompt effects; the query:method term lets each method work better on some queries
@@ -676,7 +681,8 @@ def mixed_model(
     rows = scores[scores[metric_column] == metric]
     if rows.empty:
         present = sorted(map(str, scores[metric_column].dropna().unique()))
-        raise ValueError(f"metric {metric!r} not found in column {metric_column!r}; present: {present}")
+        raise ValueError(
+            f"metric {metric!r} not found in column {metric_column!r}; present: {present}")
     if strength is not None:
         n_str = rows.groupby([model, method])[strength].nunique(dropna=True)
         several = n_str[n_str > 1]
@@ -713,10 +719,13 @@ def mixed_model(
                 f"values, got {list(levels)}; with a single {what} its variance cannot be "
                 "separated from the others: use summarize() or paired_contrasts() instead"
             )
-    ref = reference if reference is not None else ("control" if "control" in method_levels else None)
+    ref = reference
+    if ref is None and "control" in method_levels:
+        ref = "control"
     if ref is not None:
         if ref not in method_levels:
-            raise ValueError(f"reference {ref!r} is not a method in the data; choose one of {method_levels}")
+            raise ValueError(
+                f"reference {ref!r} is not a method in the data; choose one of {method_levels}")
         method_levels.remove(ref)
         method_levels.insert(0, ref)
     counts = data.groupby(["model", "method"]).size()

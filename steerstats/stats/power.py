@@ -47,7 +47,8 @@ def _components(variance_components: pd.DataFrame | Mapping[str, float]) -> dict
         try:
             v = float(comp[c])
         except (TypeError, ValueError):
-            raise ValueError(f"variance component {c!r} must be a number, got {comp[c]!r}") from None
+            raise ValueError(
+                f"variance component {c!r} must be a number, got {comp[c]!r}") from None
         if not np.isfinite(v) or v < 0:
             raise ValueError(f"variance component {c!r} must be a finite number >= 0, got {v}")
         out[c] = v
@@ -57,12 +58,21 @@ def _components(variance_components: pd.DataFrame | Mapping[str, float]) -> dict
     return out
 
 
-def _grid(**values: int | float | Sequence[int] | Sequence[float]) -> list[dict[str, float]]:
-    lists = {k: [v] if np.isscalar(v) else list(v) for k, v in values.items()}  # type: ignore[arg-type]
-    return [dict(zip(lists, combo, strict=True)) for combo in itertools.product(*lists.values())]
+def _floats(v: float | Sequence[float]) -> list[float]:
+    return [float(v)] if isinstance(v, int | float | np.number) else [float(x) for x in v]
 
 
-def _check_design(n_queries: int, n_prompts: int, n_repeats: int) -> None:
+def _designs(n_queries: int | Sequence[int], n_prompts: int | Sequence[int],
+             n_repeats: int | Sequence[int]) -> list[tuple[int, int, int]]:
+    """Every combination of the design sizes, each checked."""
+    out = []
+    for q, p, r in itertools.product(_floats(n_queries), _floats(n_prompts), _floats(n_repeats)):
+        _check_design(q, p, r)
+        out.append((int(q), int(p), int(r)))
+    return out
+
+
+def _check_design(n_queries: float, n_prompts: float, n_repeats: float) -> None:
     for name, v in (("n_queries", n_queries), ("n_prompts", n_prompts), ("n_repeats", n_repeats)):
         if int(v) != v or v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v}")
@@ -196,13 +206,10 @@ def power(
         raise ValueError(f"n_sims must be at least 10, got {n_sims}")
     rng = np.random.default_rng(seed)
     rows = []
-    for design in _grid(n_queries=n_queries, n_prompts=n_prompts, n_repeats=n_repeats):
-        nq, npr, nr = (int(design[k]) for k in ("n_queries", "n_prompts", "n_repeats"))
-        _check_design(nq, npr, nr)
+    for nq, npr, nr in _designs(n_queries, n_prompts, n_repeats):
         lo, hi = _thresholds(_simulate_diffs(comp, nq, npr, nr, n_sims, rng), alpha)
         sd = _sd_diff(comp, npr, nr)
-        for eff in ([effect] if np.isscalar(effect) else list(effect)):  # type: ignore[list-item]
-            eff = float(eff)  # type: ignore[arg-type]
+        for eff in _floats(effect):
             p = float(np.mean((eff > hi) | (eff < lo)))
             ci = _wilson(p, n_sims)
             rows.append({"n_queries": nq, "n_prompts": npr, "n_repeats": nr, "effect": eff,
@@ -282,9 +289,7 @@ def mde(
         raise ValueError(f"n_sims must be at least 10, got {n_sims}")
     rng = np.random.default_rng(seed)
     rows = []
-    for design in _grid(n_queries=n_queries, n_prompts=n_prompts, n_repeats=n_repeats):
-        nq, npr, nr = (int(design[k]) for k in ("n_queries", "n_prompts", "n_repeats"))
-        _check_design(nq, npr, nr)
+    for nq, npr, nr in _designs(n_queries, n_prompts, n_repeats):
         lo, hi = _thresholds(_simulate_diffs(comp, nq, npr, nr, n_sims, rng), alpha)
         sd = _sd_diff(comp, npr, nr)
 
@@ -300,8 +305,9 @@ def mde(
         upper = sd / np.sqrt(nq)
         while _analytic_power(upper, sd, nq, alpha) < power:
             upper *= 2
-        analytic = optimize.brentq(lambda e: _analytic_power(e, sd, nq, alpha) - power,
-                                   0.0, upper, xtol=1e-12)
+        analytic = optimize.brentq(
+            lambda e, sd=sd, nq=nq: _analytic_power(e, sd, nq, alpha) - power,
+            0.0, upper, xtol=1e-12)
         h = 1e-4 * max(found, 1e-6)
         slope = (_analytic_power(found + h, sd, nq, alpha)
                  - _analytic_power(found - h, sd, nq, alpha)) / (2 * h)

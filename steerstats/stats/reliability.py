@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Literal
 
 import krippendorff
 import numpy as np
@@ -19,7 +20,8 @@ _ICC_LABELS = {
     "ICC(1,1)": "ICC1", "ICC(A,1)": "ICC2", "ICC(C,1)": "ICC3",
     "ICC(1,k)": "ICC1k", "ICC(A,k)": "ICC2k", "ICC(C,k)": "ICC3k",
 }
-_ALPHA_LEVELS = ("ordinal", "interval", "nominal")
+_ALPHA_LEVELS: tuple[Literal["ordinal", "interval", "nominal"], ...] = (
+    "ordinal", "interval", "nominal")
 STATISTICS: tuple[str, ...] = (
     "ICC1", "ICC2", "ICC3", "ICC1k", "ICC2k", "ICC3k",
     "alpha_ordinal", "alpha_interval", "alpha_nominal",
@@ -121,7 +123,9 @@ def _bootstrap_weights(n_units: int, n_boot: int, rng: np.random.Generator) -> n
     return np.bincount(flat.ravel(), minlength=n_boot * n_units).reshape(n_boot, n_units)
 
 
-def _pairwise_rows(wide: np.ndarray, n_boot: int, rng: np.random.Generator) -> list[dict[str, object]]:
+def _pairwise_rows(
+    wide: np.ndarray, n_boot: int, rng: np.random.Generator
+) -> list[dict[str, object]]:
     """Krippendorff's alpha (3 levels) and agreement rates, with a bootstrap over targets."""
     m = (~np.isnan(wide)).sum(axis=1)
     pairable = wide[m >= 2]
@@ -161,8 +165,8 @@ def _pairwise_rows(wide: np.ndarray, n_boot: int, rng: np.random.Generator) -> l
         w = _bootstrap_weights(n_units, min(chunk, n_boot - start), rng).astype(float)
         o = (w @ flat).reshape(len(w), len(domain), len(domain))
         for lv in _ALPHA_LEVELS:
-            boot[f"alpha_{lv}"].append(
-                _alpha_from_coincidences(o, domain, lv) if len(domain) > 1 else np.full(len(w), np.nan))
+            boot[f"alpha_{lv}"].append(_alpha_from_coincidences(o, domain, lv) if len(domain) > 1
+                                       else np.full(len(w), np.nan))
         with np.errstate(divide="ignore", invalid="ignore"):
             boot["exact_agreement"].append((w @ exact_u) / (w @ pairs_u))
             boot["within_one_agreement"].append((w @ within_u) / (w @ pairs_u))
@@ -334,7 +338,8 @@ def reliability(
         chosen = _as_list(metrics)
         for m in chosen:
             if m not in present:
-                raise ValueError(f"metric {m!r} not found in column {metric_column!r}; present: {present}")
+                raise ValueError(
+                    f"metric {m!r} not found in column {metric_column!r}; present: {present}")
             if occ_per_metric[m] < 2:
                 raise ValueError(f"metric {m!r} has a single rating occasion; reliability needs "
                                  "judge repeats or several judges")
