@@ -187,7 +187,9 @@ def power(
     model; the paired design cancels query and prompt main effects, so power depends on
     ``2 var(query:method) + 2 var(residual) / (n_prompts * n_repeats)`` and on
     ``n_queries``: more prompts cannot make up for too few queries when the query:method
-    variance is large.
+    variance is large. A mixed model fitted to more than two methods pools the query:method
+    variance over methods and tests with more df, so for such an analysis this power is
+    slightly conservative. Prompts nested in queries (topic prompts) cancel the same way.
 
     Examples
     --------
