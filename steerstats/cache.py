@@ -153,10 +153,21 @@ class Cache:
 
     def put(self, key: str, record: Mapping[str, Any]) -> None:
         """Store a finished record (JSON-able) and clear any failure recorded for ``key``."""
-        text = json.dumps(_jsonable(record), ensure_ascii=False, allow_nan=False)
+        try:
+            text = json.dumps(record, ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError):  # NaN, tuples of objects, numpy scalars...
+            text = json.dumps(_jsonable(record), ensure_ascii=False, allow_nan=False)
         with self._dc.transact():
             self._dc.set(_RESULT + key, text)
             self._dc.delete(_FAILURE + key)
+
+    def results(self) -> Iterator[dict[str, Any]]:
+        """Every finished record (generations and judgements), in no particular order."""
+        for k in self._dc.iterkeys():
+            if isinstance(k, str) and k.startswith(_RESULT):
+                raw = self._dc.get(k)
+                if raw is not None:
+                    yield json.loads(raw)
 
     # failures --------------------------------------------------------------------------------
     def failure(self, key: str) -> dict[str, Any] | None:

@@ -439,8 +439,12 @@ def _loc(loc: Sequence[int | str]) -> str:
 
 def _format_validation(exc: ValidationError, where: str) -> str:
     lines = []
-    for err in exc.errors(include_url=False):
+    errors = exc.errors(include_url=False)
+    nested = {tuple(e["loc"][:i]) for e in errors for i in range(1, len(e["loc"]))}
+    for err in errors:
         loc = tuple(err["loc"])
+        if err["type"] == "too_short" and loc in nested:
+            continue  # "needs at least 1 item" only because an item was invalid: noise
         if err["type"] == "extra_forbidden":
             parent = _model_at(loc[:-1])
             accepted = ", ".join(parent.model_fields) if parent is not None else "see the preset"
