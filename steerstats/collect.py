@@ -107,9 +107,11 @@ class Session:
         }
         self.judges: dict[str, Judge] = {}
         self.judge_specs: dict[str, JudgeSpec] = {js.label: js for js in config.judges}
+        self.repeats: dict[str, int] = {}
         for js in config.judges:
             judge = create_judge(js.name, dict(js.params))
-            for attr, value in (("repeats", js.repeats), ("rater", js.rater_label)):
+            self.repeats[js.label] = js.effective_repeats(int(getattr(judge, "repeats", 1)))
+            for attr, value in (("repeats", self.repeats[js.label]), ("rater", js.rater_label)):
                 try:
                     setattr(judge, attr, value)
                 except AttributeError:  # frozen judges keep their own; the spec still rules
@@ -404,7 +406,7 @@ async def _plan(config: Experiment, session: Session, limit_queries: int | None,
             for js in config.judges:
                 if not session.judges[js.label].applies_to(g.prompt):
                     continue
-                for r in range(js.repeats):
+                for r in range(session.repeats[js.label]):
                     key = None
                     if g.key is not None:
                         key = judgement_key(judge_ids[js.label], judge_backends[js.label], g.key,
