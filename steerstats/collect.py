@@ -102,6 +102,7 @@ class Session:
             seed=config.experiment.seed,
         )
         self._raw: dict[str, Backend] = {}
+        self._by_label: dict[str, MeteredBackend] = {}
         self.methods: dict[str, Method] = {
             ms.column: create_method(ms.name, dict(ms.params)) for ms in config.methods
         }
@@ -142,10 +143,15 @@ class Session:
 
     def model_backend(self, label: str) -> MeteredBackend:
         """The metered backend of the model (or helper) labelled ``label``."""
+        proxy = self._by_label.get(label)
+        if proxy is not None:
+            return proxy
         for section, specs in (("models", self.config.models), ("helpers", self.config.helpers)):
             for i, spec in enumerate(specs):
                 if spec.name == label:
-                    return self.meter.wrap(self._spec_backend(spec, f"{section}[{i}]"))
+                    proxy = self.meter.wrap(self._spec_backend(spec, f"{section}[{i}]"))
+                    self._by_label[label] = proxy
+                    return proxy
         valid = ", ".join(m.name for m in (*self.config.models, *self.config.helpers))
         raise ConfigError(f"no model or helper labelled {label!r}; valid labels: {valid}")
 
@@ -173,6 +179,7 @@ class Session:
         for b in self._raw.values():
             await b.aclose()
         self._raw.clear()
+        self._by_label.clear()
 
     async def __aenter__(self) -> Session:
         return self

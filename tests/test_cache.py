@@ -69,7 +69,8 @@ def test_cache_key_is_stable_across_processes() -> None:
         "'layer': 12}), strength=4.0)))"
     )
     for hashseed in ("0", "12345"):
-        env = {**os.environ, "PYTHONHASHSEED": hashseed, "PYTHONPATH": str(ROOT)}
+        path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "PYTHONHASHSEED": hashseed, "PYTHONPATH": path}
         out = subprocess.run([sys.executable, "-c", code, str(ROOT)], env=env, check=True,
                              capture_output=True, text=True).stdout.strip()
         assert out == here

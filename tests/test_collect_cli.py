@@ -74,7 +74,8 @@ base_delay_s = 0.01
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "OPENAI_API_KEY": KEY}
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, "OPENAI_API_KEY": KEY}
 
 
 def _finished(cache_dir: Path) -> dict[str, str]:
