@@ -91,6 +91,7 @@ class Session:
     def __init__(self, config: Experiment, *, cache: Cache | None = None,
                  dry: bool = False) -> None:
         self.config = config
+        self._own_cache = cache is None
         self.cache = cache if cache is not None else Cache(config.cache_path)
         self.meter = Meter(
             budget=Budget(config.budget.max_usd, config.budget.max_calls),
@@ -103,6 +104,7 @@ class Session:
         )
         self._raw: dict[str, Backend] = {}
         self._by_label: dict[str, MeteredBackend] = {}
+        self._judge_proxies: dict[str, MeteredBackend | None] = {}
         self.methods: dict[str, Method] = {
             ms.column: create_method(ms.name, dict(ms.params)) for ms in config.methods
         }
@@ -159,11 +161,16 @@ class Session:
 
     def judge_backend(self, label: str) -> MeteredBackend | None:
         """The metered chat backend of judge ``label`` (None for computed judges)."""
+        if label in self._judge_proxies:
+            return self._judge_proxies[label]
         js = self.judge_specs[label]
-        if js.backend is None or js.model is None:
-            return None
-        i = self.config.judges.index(js)
-        return self.meter.wrap(self._backend(js.backend, js.model, js.options, f"judges[{i}]"))
+        proxy = None
+        if js.backend is not None and js.model is not None:
+            i = self.config.judges.index(js)
+            proxy = self.meter.wrap(self._backend(js.backend, js.model, js.options,
+                                                  f"judges[{i}]"))
+        self._judge_proxies[label] = proxy
+        return proxy
 
     def context(self, model_label: str) -> MethodContext:
         """What a method may use while resolving for ``model_label``."""
@@ -180,6 +187,9 @@ class Session:
             await b.aclose()
         self._raw.clear()
         self._by_label.clear()
+        self._judge_proxies.clear()
+        if self._own_cache:
+            self.cache.close()
 
     async def __aenter__(self) -> Session:
         return self
