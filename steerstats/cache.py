@@ -39,41 +39,72 @@ _RESOLUTION = "m/"
 # Canonical JSON and keys
 
 
-def _normalise(obj: Any) -> Any:
-    """Plain JSON data with floats normalised: integral floats become ints, others are rounded to
-    15 significant digits, NaN/inf become strings, -0.0 becomes 0; tuples become lists."""
-    if obj is None or isinstance(obj, bool | str):
-        return obj
-    if isinstance(obj, int):
-        return obj
-    if isinstance(obj, float):
-        if math.isnan(obj):
-            return "NaN"
-        if math.isinf(obj):
-            return "Infinity" if obj > 0 else "-Infinity"
-        if obj.is_integer():
-            return int(obj)
-        return float(f"{obj:.15g}")
+class Fragment(str):
+    """Canonical JSON already encoded (see :func:`fragment`): spliced into keys verbatim, so
+    parts shared by many keys (a judge's identity, a backend's) are encoded once."""
+
+    __slots__ = ()
+
+
+def fragment(obj: Any) -> Fragment:
+    """``obj`` encoded once as canonical JSON, for reuse inside many keys."""
+    return Fragment(canonical_json(obj))
+
+
+_encode_str = json.encoder.encode_basestring  # C-accelerated, keeps UTF-8 as is
+
+
+def _float(x: float) -> str:
+    if math.isnan(x):
+        return '"NaN"'
+    if math.isinf(x):
+        return '"Infinity"' if x > 0 else '"-Infinity"'
+    if x.is_integer():
+        return str(int(x))
+    return repr(float(f"{x:.15g}"))
+
+
+def _encode(obj: Any) -> str:
+    t = type(obj)
+    if t is str:
+        return _encode_str(obj)
+    if t is Fragment:
+        return str.__str__(obj)
+    if obj is None:
+        return "null"
+    if t is bool:
+        return "true" if obj else "false"
+    if t is int:
+        return str(obj)
+    if t is float:
+        return _float(obj)
     if isinstance(obj, Mapping):
-        out = {}
-        for k, v in obj.items():
+        parts = []
+        for k in sorted(obj):
             if not isinstance(k, str):
                 raise TypeError(f"cache key data must have string keys, got {k!r}")
-            out[k] = _normalise(v)
-        return out
+            parts.append(_encode_str(k) + ":" + _encode(obj[k]))
+        return "{" + ",".join(parts) + "}"
     if isinstance(obj, list | tuple):
-        return [_normalise(v) for v in obj]
+        return "[" + ",".join(map(_encode, obj)) + "]"
+    if isinstance(obj, str):  # str subclasses (enums)
+        return _encode_str(str(obj))
+    if isinstance(obj, bool | int):
+        return _encode(int(obj)) if not isinstance(obj, bool) else _encode(bool(obj))
+    if isinstance(obj, float):
+        return _float(float(obj))
     if hasattr(obj, "canonical"):
-        return _normalise(obj.canonical())
-    # numpy scalars and similar number-likes
-    if hasattr(obj, "item") and callable(obj.item):
-        return _normalise(obj.item())
+        return _encode(obj.canonical())
+    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars and similar
+        return _encode(obj.item())
     raise TypeError(f"cannot put {type(obj).__name__} into a cache key: {obj!r}")
 
 
 def canonical_json(obj: Any) -> str:
-    """Canonical JSON text: sorted keys, no whitespace, floats normalised, UTF-8 kept as is."""
-    return json.dumps(_normalise(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """Canonical JSON text: sorted keys, no whitespace, UTF-8 kept as is, tuples as lists,
+    floats normalised (integral floats as ints, others rounded to 15 significant digits,
+    NaN/inf as strings, -0.0 as 0)."""
+    return _encode(obj)
 
 
 def cache_key(obj: Any) -> str:
@@ -175,6 +206,8 @@ class Cache:
     # failures --------------------------------------------------------------------------------
     def failure(self, key: str) -> dict[str, Any] | None:
         """The recorded failure for ``key`` (error, attempts, last_at, kind), or None."""
+        if key not in self._failed_keys():  # the failure keys are loaded once (few of them)
+            return None
         raw = self._fail.get(key)
         return None if raw is None else json.loads(raw)
 

@@ -15,6 +15,7 @@ The sync entry points used by the CLI are :func:`collect`, :func:`estimate` and 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -23,7 +24,15 @@ from typing import Any, Literal, TypeVar
 
 from steerstats.backends import create_backend
 from steerstats.backends.base import Backend, GenerationRequest, GenerationResult
-from steerstats.cache import KEY_VERSION, Cache, cache_key, canonical_json, now_iso
+from steerstats.cache import (
+    KEY_VERSION,
+    Cache,
+    Fragment,
+    cache_key,
+    canonical_json,
+    fragment,
+    now_iso,
+)
 from steerstats.config import Experiment, JudgeSpec, ModelSpec
 from steerstats.errors import BudgetExceeded, ConfigError, SteerstatsError
 from steerstats.grid import experiment_prompts, experiment_queries
@@ -282,24 +291,46 @@ def _request(cfg: Experiment, iv: Intervention, prompt: Prompt, sample: int) -> 
 def generation_key(backend_identity: dict[str, Any], iv: Intervention,
                    request: GenerationRequest, sample: int) -> str:
     """Key of one generation: backend identity, resolved intervention, request, replicate."""
+    return _generation_key(backend_identity, iv.canonical(), request, sample)
+
+
+def _generation_key(backend: Any, intervention: Any, request: GenerationRequest,
+                    sample: int) -> str:
+    # backend and intervention may be pre-encoded fragments (shared by many tasks)
     return cache_key({
-        "v": KEY_VERSION, "kind": "generation", "backend": backend_identity,
-        "intervention": iv.canonical(), "request": request.canonical(), "sample": sample,
+        "v": KEY_VERSION, "kind": "generation", "backend": backend,
+        "intervention": intervention, "request": request.canonical(), "sample": sample,
     })
+
+
+def _query_part(query: Query) -> dict[str, Any]:
+    return {"id": query.id, "text": query.text, "criteria": query.criteria}
+
+
+def _prompt_part(prompt: Prompt) -> dict[str, Any]:
+    return {"id": prompt.id, "text": prompt.text, "set": prompt.prompt_set,
+            "answer": prompt.answer}
 
 
 def judgement_key(judge_identity: dict[str, Any], judge_backend: dict[str, Any] | None,
                   gen_key: str, query: Query, prompt: Prompt, repeat: int) -> str:
     """Key of one judging occasion: judge and its backend, the generation, what the judge was
     shown beside the response (query and prompt), and the repeat index."""
-    return cache_key({
-        "v": KEY_VERSION, "kind": "judgement", "judge": judge_identity,
-        "judge_backend": judge_backend, "generation": gen_key,
-        "query": {"id": query.id, "text": query.text, "criteria": query.criteria},
-        "prompt": {"id": prompt.id, "text": prompt.text, "set": prompt.prompt_set,
-                   "answer": prompt.answer},
-        "repeat": repeat,
-    })
+    return _judgement_key(judge_identity, judge_backend, gen_key, _query_part(query),
+                          _prompt_part(prompt), repeat)
+
+
+def _judgement_key(judge: Any, judge_backend: Any, gen_key: str, query: Any, prompt: Any,
+                   repeat: int) -> str:
+    # The canonical JSON of {"generation", "judge", "judge_backend", "kind", "prompt", "query",
+    # "repeat", "v"} (keys in sorted order), written out directly: there are many judge tasks.
+    text = "".join((
+        '{"generation":', canonical_json(gen_key), ',"judge":', canonical_json(judge),
+        ',"judge_backend":', canonical_json(judge_backend), ',"kind":"judgement","prompt":',
+        canonical_json(prompt), ',"query":', canonical_json(query), ',"repeat":',
+        canonical_json(repeat), ',"v":', canonical_json(KEY_VERSION), "}",
+    ))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _resolution_failure_key(unit: _Unit, method: Method, backend: dict[str, Any]) -> str:
@@ -393,12 +424,16 @@ async def _plan(config: Experiment, session: Session, limit_queries: int | None,
     resolved = dict(zip(todo, await asyncio.gather(*(_resolve(session, u) for u in todo)),
                         strict=True))
 
-    identities = {m.name: session.model_backend(m.name).identity() for m in config.models}
-    judge_ids = {label: j.identity() for label, j in session.judges.items()}
+    # Parts shared by many keys are encoded once (the keys are the same as encoding in full).
+    identities = {m.name: fragment(session.model_backend(m.name).identity())
+                  for m in config.models}
+    judge_ids = {label: fragment(j.identity()) for label, j in session.judges.items()}
     judge_backends = {}
     for label in session.judges:
         jb = session.judge_backend(label)
-        judge_backends[label] = None if jb is None else jb.identity()
+        judge_backends[label] = fragment(None if jb is None else jb.identity())
+    judge_labels = [js.label for js in config.judges]
+    prompt_parts: dict[int, Fragment] = {}
     samples = config.sampling.samples
 
     by_unit: dict[_Unit, _UnitTasks] = {}
@@ -407,6 +442,8 @@ async def _plan(config: Experiment, session: Session, limit_queries: int | None,
             by_unit[unit] = reuse[unit]
             continue
         iv, note = resolved[unit]
+        iv_part = None if iv is None else fragment(iv.canonical())
+        query_part = fragment(_query_part(unit.query))
         gens: list[GenerationTask] = []
         for prompt in prompts[unit.query.id]:
             for s in range(samples):
@@ -416,19 +453,22 @@ async def _plan(config: Experiment, session: Session, limit_queries: int | None,
                 else:
                     g.intervention = iv
                     g.request = _request(config, iv, prompt, s)
-                    g.key = generation_key(identities[unit.model], iv, g.request, s)
+                    g.key = _generation_key(identities[unit.model], iv_part, g.request, s)
                 gens.append(g)
         judgements: list[JudgeTask] = []
         for g in gens:
-            for js in config.judges:
-                if not session.judges[js.label].applies_to(g.prompt):
+            prompt_part = prompt_parts.get(id(g.prompt))
+            if prompt_part is None:
+                prompt_part = prompt_parts[id(g.prompt)] = fragment(_prompt_part(g.prompt))
+            for label in judge_labels:
+                if not session.judges[label].applies_to(g.prompt):
                     continue
-                for r in range(session.repeats[js.label]):
+                for r in range(session.repeats[label]):
                     key = None
                     if g.key is not None:
-                        key = judgement_key(judge_ids[js.label], judge_backends[js.label], g.key,
-                                            g.query, g.prompt, r)
-                    judgements.append(JudgeTask(g, js.label, r, key))
+                        key = _judgement_key(judge_ids[label], judge_backends[label], g.key,
+                                             query_part, prompt_part, r)
+                    judgements.append(JudgeTask(g, label, r, key))
         by_unit[unit] = _UnitTasks(iv, note, gens, judgements)
 
     unresolved = {(u.model, u.method, u.strength, u.query.id): t.note or ""
