@@ -15,10 +15,11 @@ The sync entry points used by the CLI are :func:`collect`, :func:`estimate` and 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -59,6 +60,7 @@ __all__ = [
     "RunSummary",
     "Session",
     "StatusReport",
+    "acollect",
     "collect",
     "estimate",
     "plan",
@@ -783,8 +785,10 @@ def recorded_usage(p: Plan, keys: Iterable[str] | None = None) -> tuple[float, i
     return usd, calls
 
 
-async def _collect(config: Experiment, limit_queries: int | None, limit_prompts: int | None,
-                   progress: bool, console: Any) -> RunSummary:
+async def acollect(config: Experiment, *, limit_queries: int | None = None,
+                   limit_prompts: int | None = None, progress: bool = True,
+                   console: Any = None) -> RunSummary:
+    """Async :func:`collect`, for callers already inside an event loop."""
     budgeted = config.budget.max_usd is not None or config.budget.max_calls is not None
     async with Session(config, dry=budgeted) as session:
         dry_plan = None
@@ -808,7 +812,20 @@ def collect(config: Experiment, *, limit_queries: int | None = None,
             limit_prompts: int | None = None, progress: bool = True,
             console: Any = None) -> RunSummary:
     """Plan and run ``config`` (what ``steerstats collect`` does); safe to interrupt and re-run."""
-    return asyncio.run(_collect(config, limit_queries, limit_prompts, progress, console))
+    return _run_sync(lambda: acollect(config, limit_queries=limit_queries,
+                                      limit_prompts=limit_prompts, progress=progress,
+                                      console=console))
+
+
+def _run_sync(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine to completion from sync code, also when an event loop is already running
+    in this thread (Jupyter, Quarto): then in a worker thread with its own loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make())
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(make())).result()
 
 
 @dataclass
@@ -992,4 +1009,4 @@ def with_plan(config: Experiment, fn: Callable[[Plan], T], *, limit_queries: int
         async with Session(config, dry=True) as session:
             return fn(await _plan(config, session, limit_queries, limit_prompts))
 
-    return asyncio.run(go())
+    return _run_sync(go)
