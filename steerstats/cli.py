@@ -103,3 +103,7 @@ def power_command(
     except (TypeError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from None
     typer.echo(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+
+
+# Commands of the collection side (init, collect, status, export) register on `app` on import.
+from steerstats import _collect_cli  # noqa: E402,F401
