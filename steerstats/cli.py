@@ -36,3 +36,24 @@ def main() -> None:
     except SteerstatsError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise SystemExit(2) from None
+
+
+@app.command()
+def report(
+    results: str = typer.Argument(..., help="A results directory (generations/scores tables)."),
+    out: str | None = typer.Option(None, "--out", help="Output folder (default: RESULTS/report)."),
+    renderer: str = typer.Option(
+        "auto", "--renderer",
+        help="auto: Quarto when installed, else built in; quarto; builtin (one HTML file).",
+    ),
+) -> None:
+    """Render the report of a results directory and print the HTML file's path."""
+    from steerstats.errors import pip_dependency_error
+
+    if renderer not in ("auto", "quarto", "builtin"):
+        raise typer.BadParameter("choose auto, quarto or builtin", param_hint="--renderer")
+    try:
+        from steerstats.reporting import write_report
+    except ImportError as exc:
+        raise pip_dependency_error("steerstats report", [str(exc.name)], "report") from None
+    typer.echo(str(write_report(results, out, renderer=renderer)))  # type: ignore[arg-type]

@@ -29,6 +29,8 @@ _PANEL_WIDTH = 360
 _ROW_HEIGHT = 16
 # A band scale on the categorical axis lets yOffset place one row per model inside a category.
 _BAND = alt.Scale(type="band", paddingInner=0.2)
+_HEADER = alt.Header(labelOrient="top", labelAnchor="start", labelFontWeight="bold",
+                     labelFontSize=12)
 
 
 def _check(table: pd.DataFrame, columns: Sequence[str], builder: str) -> pd.DataFrame:
@@ -75,8 +77,7 @@ def means_forest(
     return (
         alt.layer(rules, points, data=data)
         .properties(width=_PANEL_WIDTH, height=alt.Step(_ROW_HEIGHT))
-        .facet(row=alt.Row("metric:N", title=None, header=alt.Header(labelAngle=0,
-                                                                      labelAlign="left")))
+        .facet(row=alt.Row("metric:N", title=None, header=_HEADER))
         .resolve_scale(x="independent", y="independent")
         .properties(title=title)
     )
@@ -127,8 +128,7 @@ def contrasts_forest(
     return (
         alt.layer(zero, rules, points, labels, data=data)
         .properties(width=_PANEL_WIDTH, height=alt.Step(_ROW_HEIGHT))
-        .facet(row=alt.Row("metric:N", title=None, header=alt.Header(labelAngle=0,
-                                                                      labelAlign="left")))
+        .facet(row=alt.Row("metric:N", title=None, header=_HEADER))
         .resolve_scale(x="independent", y="independent")
         .properties(title=alt.TitleParams(
             title, subtitle=f"filled: Holm-adjusted p < {alpha}; hollow: not"))
@@ -158,8 +158,7 @@ def variance_components_bars(
     return (
         alt.layer(bars, data=data)
         .properties(width=_PANEL_WIDTH, height=alt.Step(_ROW_HEIGHT))
-        .facet(row=alt.Row("metric:N", title=None, header=alt.Header(labelAngle=0,
-                                                                      labelAlign="left")))
+        .facet(row=alt.Row("metric:N", title=None, header=_HEADER))
         .resolve_scale(x="independent")
         .properties(title=title)
     )
@@ -197,8 +196,7 @@ def reliability_forest(
     return (
         alt.layer(rules, points, data=data)
         .properties(width=_PANEL_WIDTH, height=alt.Step(_ROW_HEIGHT))
-        .facet(row=alt.Row("metric:N", title=None, header=alt.Header(labelAngle=0,
-                                                                      labelAlign="left")))
+        .facet(row=alt.Row("metric:N", title=None, header=_HEADER))
         .resolve_scale(y="independent")
         .properties(title=title)
     )
@@ -304,7 +302,7 @@ def dose_response_curves(
     column = "method" if by else "model"
     return (
         layered.facet(
-            row=alt.Row("metric:N", title=None),
+            row=alt.Row("metric:N", title=None, header=_HEADER),
             column=alt.Column(f"{column}:N", title=None),
         )
         .resolve_scale(y="independent")
@@ -337,8 +335,7 @@ def parse_failure_bars(
     return (
         alt.layer(bars, data=data)
         .properties(width=_PANEL_WIDTH, height=alt.Step(_ROW_HEIGHT))
-        .facet(row=alt.Row("metric:N", title=None, header=alt.Header(labelAngle=0,
-                                                                      labelAlign="left")))
+        .facet(row=alt.Row("metric:N", title=None, header=_HEADER))
         .resolve_scale(x="independent")
         .properties(title=title)
     )
