@@ -57,3 +57,23 @@ def report(
     except ImportError as exc:
         raise pip_dependency_error("steerstats report", [str(exc.name)], "report") from None
     typer.echo(str(write_report(results, out, renderer=renderer)))  # type: ignore[arg-type]
+
+
+@app.command()
+def analyze(
+    results: str = typer.Argument(..., help="A results directory (generations/scores tables)."),
+    out: str | None = typer.Option(None, "--out",
+                                   help="Where to write the tables (default: RESULTS/analysis)."),
+    n_boot: int = typer.Option(2000, "--n-boot", help="Bootstrap replicates."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstraps."),
+) -> None:
+    """Run every statistic that applies, write each table (CSV + JSON), print the main ones."""
+    from pathlib import Path
+
+    from steerstats.analyze import analyze_results
+    from steerstats.analysis_print import print_tables
+
+    target = Path(out) if out is not None else Path(results) / "analysis"
+    tables = analyze_results(results, out=target, n_boot=n_boot, seed=seed)
+    print_tables(tables)
+    typer.echo(f"wrote {len(tables)} tables to {target}")

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 import pandas as pd
 
 from steerstats import plots
-from steerstats.reporting import fmt
+from steerstats import fmt
 from steerstats.reporting.content import Figure, Section, Table, Text
 from steerstats.reporting.data import ReportData
 
@@ -422,11 +422,22 @@ def tradeoff_section(data: ReportData) -> Section:
     lines = []
     for model, rows in tr.groupby("model", sort=True):
         front = rows[rows["pareto"].astype(bool)]["method"].tolist()
-        lines.append(f"- {model}: on the Pareto front: {fmt.listing(front)}.")
+        best = rows.loc[rows["p_good_trade"].idxmax()] if rows["p_good_trade"].notna().any() \
+            else None
+        line = f"- {model}: on the Pareto front: {fmt.listing(front)}."
+        if best is not None:
+            line += (f" Highest probability of a good trade: {best['method']} "
+                     f"({fmt.num(best['p_good_trade'])}).")
+        lines.append(line)
+    margins = tr.iloc[0]
     section.blocks.append(Text(
         f"Gains and losses relative to {baseline or 'the baseline'}, each with an interval from "
         "one joint bootstrap so they can be compared; a method is on the Pareto front when no "
-        "other method gains more behaviour at no greater cost.\n\n" + "\n".join(lines)
+        "other arm of the same model (the baseline included) is at least as good on every "
+        "estimate and better on one. A *good trade* is a behaviour gain above 0 with a "
+        f"coherence loss below {fmt.num(margins['margin_coherence'])} points and an accuracy "
+        f"loss below {fmt.num(margins['margin_accuracy'])}; P(good trade) is the share of "
+        "bootstrap replicates in which it holds.\n\n" + "\n".join(lines)
     ))
     section.blocks.append(Figure(plots.tradeoff_scatter(tr, costs=_COSTS), "Behaviour gain "
                                  "against coherence and accuracy loss with 95% intervals; large "
@@ -439,8 +450,7 @@ def tradeoff_section(data: ReportData) -> Section:
         if cost in tr and tr[cost].notna().any():
             columns.append((f"{title.capitalize()} [95% CI]", _joint_col(cost)))
     columns.append(("Pareto front", lambda r: "yes" if bool(r["pareto"]) else "no"))
-    if "p_better" in tr:
-        columns.append(("P(gain with costs within margin)", _col("p_better")))
+    columns.append(("P(good trade)", _col("p_good_trade")))
     section.blocks.append(_display(tr, columns))
     return section
 

@@ -1,0 +1,150 @@
+"""Run every statistic that applies to a results set and write each table (CSV + JSON).
+
+``steerstats analyze`` and the report both go through :func:`analyze`: the report reads the
+tables it writes, so what the report says is exactly what the analysis directory holds. An
+analysis that does not apply (no accuracy metric, no strength sweep, one judging per response)
+or that fails (a model that does not converge) is listed in the ``skipped`` table with the
+reason, never left out silently.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from steerstats import describe, stats
+from steerstats.errors import DataError
+
+__all__ = ["TABLES", "analyze", "analyze_results", "read_tidy", "write_tables"]
+
+TABLES: dict[str, str] = {
+    "design": "what was collected per model x method x prompt set (describe.design_table)",
+    "judging": "judgings per response and missing ratings per metric x rater",
+    "parse_failures": "unparsed ratings per model x method x metric, with reasons",
+    "summary": "means with two-way cluster-bootstrap CIs (stats.summarize)",
+    "contrasts": "paired contrasts against control and against prompt (stats.paired_contrasts)",
+    "accuracy": "MMLU accuracy by GEE and bootstrap, and the unparsed rate (stats.accuracy_model)",
+    "tradeoff": "behaviour gain vs coherence and accuracy loss, Pareto front (stats.tradeoff)",
+    "dose_curves": "means per strength for methods run at several strengths (from summary)",
+    "skipped": "analyses not run, with the reason",
+}
+
+JUDGE_METRICS = ("behavior", "coherence")
+
+
+def read_tidy(results: str | Path) -> tuple[pd.DataFrame | None, pd.DataFrame]:
+    """(generations or None, scores) from a results directory's Parquet (or CSV) tables."""
+    path = Path(results)
+    if not path.is_dir():
+        raise DataError(f"results directory {str(path)!r} does not exist")
+
+    def read(name: str) -> pd.DataFrame | None:
+        for suffix, reader in ((".parquet", pd.read_parquet), (".csv", pd.read_csv)):
+            file = path / f"{name}{suffix}"
+            if file.exists():
+                return reader(file)
+        return None
+
+    scores = read("scores")
+    if scores is None:
+        raise DataError(
+            f"{path}: no scores.parquet (or scores.csv); export results there with "
+            "`steerstats export` or `steerstats import`"
+        )
+    return read("generations"), scores
+
+
+def analyze(
+    source: str | Path | tuple[pd.DataFrame | None, pd.DataFrame],
+    *,
+    out: str | Path | None = None,
+    baselines: Sequence[str] = ("control", "prompt"),
+    n_boot: int = 2000,
+    seed: int | None = 0,
+) -> dict[str, pd.DataFrame]:
+    """Every table that applies to ``source``: a results directory or (generations, scores).
+
+    Returns a dict of tidy DataFrames keyed by the names in :data:`TABLES`; with ``out``, each
+    is also written as ``<out>/<name>.csv`` and ``.json``. ``baselines`` are the methods the
+    paired contrasts are taken against (those present in the data).
+    """
+    generations, scores = read_tidy(source) if isinstance(source, str | Path) else source
+    tables: dict[str, pd.DataFrame] = {}
+    skipped: list[dict[str, str]] = []
+
+    def run(name: str, compute: Callable[[], pd.DataFrame | None], reason: str | None) -> None:
+        if reason is not None:
+            skipped.append({"analysis": name, "reason": reason})
+            return
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                table = compute()
+        except (RuntimeError, ValueError, np.linalg.LinAlgError) as exc:
+            skipped.append({"analysis": name, "reason": f"failed: {exc}"})
+            return
+        if table is not None:
+            tables[name] = table
+
+    metrics = set(scores["metric"].dropna().astype(str))
+    methods = set(scores["method"].dropna().astype(str))
+    boot = {"n_boot": n_boot, "seed": seed}
+    present = [b for b in baselines if b in methods]
+
+    tables["design"] = describe.design_table(scores, generations)
+    tables["judging"] = describe.judging_table(scores)
+    tables["parse_failures"] = describe.parse_failures(scores)
+    run("summary", lambda: stats.summarize(scores, **boot), None)
+    run(
+        "contrasts",
+        lambda: pd.concat([stats.paired_contrasts(scores, b, **boot) for b in present],
+                          ignore_index=True),
+        None if present and len(methods) > 1 else
+        f"no baseline method ({', '.join(baselines)}) alongside another method",
+    )
+    run("accuracy", lambda: stats.accuracy_model(scores, **boot),
+        None if "accuracy" in metrics else "no accuracy metric (no MMLU prompts were scored)")
+    run(
+        "tradeoff",
+        lambda: stats.tradeoff(scores, present[0], **boot),
+        None if present and len(methods) > 1 and metrics & {"behavior", "coherence", "accuracy"}
+        else "needs a baseline method and another method scored on behavior, coherence or "
+             "accuracy",
+    )
+    sweep = _sweep(tables.get("summary"))
+    run("dose_curves", lambda: sweep,
+        None if sweep is not None else "no method was run at more than one strength")
+    tables["skipped"] = pd.DataFrame(skipped, columns=["analysis", "reason"])
+    if out is not None:
+        write_tables(tables, out)
+    return tables
+
+
+def _sweep(summary: pd.DataFrame | None) -> pd.DataFrame | None:
+    """Summary rows of the model x method pairs run at two or more strengths."""
+    if summary is None or "strength" not in summary:
+        return None
+    finite = summary[summary["strength"].notna()]
+    n = finite.groupby(["model", "method"])["strength"].transform("nunique")
+    swept = finite[n >= 2]
+    return swept.reset_index(drop=True) if len(swept) else None
+
+
+def write_tables(tables: dict[str, pd.DataFrame], out: str | Path) -> None:
+    """Write each table as ``<out>/<name>.csv`` and ``<out>/<name>.json`` (records)."""
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, table in tables.items():
+        table.to_csv(folder / f"{name}.csv", index=False)
+        table.to_json(folder / f"{name}.json", orient="records", indent=1, double_precision=15)
+
+
+def analyze_results(results: str | Path, *, out: str | Path | None = None,
+                    **options: object) -> dict[str, pd.DataFrame]:
+    """:func:`analyze` a results directory, writing to ``out`` (default ``<results>/analysis``)."""
+    target = Path(out) if out is not None else Path(results) / "analysis"
+    return analyze(results, out=target, **options)  # type: ignore[arg-type]

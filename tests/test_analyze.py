@@ -1,0 +1,65 @@
+"""analyze(): which tables it writes, what it skips and why, and the command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from steerstats.analyze import analyze
+from steerstats.errors import DataError
+from steerstats.stats import example_scores, paired_contrasts, summarize
+
+
+@pytest.fixture(scope="module")
+def scores() -> pd.DataFrame:
+    return example_scores(seed=0, strengths=[0.5, 1.0, 2.0], n_queries=4)
+
+
+def test_tables_are_the_stats_functions_outputs(scores: pd.DataFrame, tmp_path: Path) -> None:
+    tables = analyze((None, scores), n_boot=200, seed=3, out=tmp_path)
+    pd.testing.assert_frame_equal(tables["summary"], summarize(scores, n_boot=200, seed=3))
+    both = pd.concat([paired_contrasts(scores, b, n_boot=200, seed=3)
+                      for b in ("control", "prompt")], ignore_index=True)
+    pd.testing.assert_frame_equal(tables["contrasts"], both)
+    assert set(tables["contrasts"]["baseline"]) == {"control", "prompt"}
+    # The sweep (steer at 3 strengths) gives dose curves: summary rows of the swept arm only.
+    curves = tables["dose_curves"]
+    assert set(curves["method"]) == {"steer"} and sorted(curves["strength"].unique()) == [
+        0.5, 1.0, 2.0]
+    assert tables["skipped"].empty
+    for name, table in tables.items():
+        csv = pd.read_csv(tmp_path / f"{name}.csv") if len(table.columns) else None
+        records = json.loads((tmp_path / f"{name}.json").read_text())
+        assert len(records) == len(table)
+        if csv is not None:
+            assert list(csv.columns) == list(table.columns)
+
+
+def test_skips_are_reported_with_reasons() -> None:
+    scores = example_scores(seed=1, methods=("steer",), n_queries=3, n_mmlu=0)
+    tables = analyze((None, scores), n_boot=100)
+    reasons = dict(zip(tables["skipped"]["analysis"], tables["skipped"]["reason"], strict=True))
+    assert set(reasons) == {"contrasts", "accuracy", "tradeoff", "dose_curves"}
+    assert "no accuracy metric" in reasons["accuracy"]
+    assert "summary" in tables and "contrasts" not in tables
+
+
+def test_cli_analyze_prints_and_writes(scores: pd.DataFrame, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    scores.to_parquet(results / "scores.parquet")
+    done = subprocess.run([sys.executable, "-m", "steerstats", "analyze", str(results),
+                           "--n-boot", "100"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "Paired contrasts" in done.stdout and "Means" in done.stdout
+    assert (results / "analysis" / "tradeoff.json").exists()
+
+
+def test_missing_scores_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no scores.parquet"):
+        analyze(tmp_path)
