@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from steerstats import describe, stats
+from steerstats import describe, stats, tidy
 from steerstats.errors import DataError
 
 __all__ = ["TABLES", "analyze", "analyze_results", "read_tidy", "write_tables"]
@@ -37,25 +37,12 @@ JUDGE_METRICS = ("behavior", "coherence")
 
 
 def read_tidy(results: str | Path) -> tuple[pd.DataFrame | None, pd.DataFrame]:
-    """(generations or None, scores) from a results directory's Parquet (or CSV) tables."""
-    path = Path(results)
-    if not path.is_dir():
-        raise DataError(f"results directory {str(path)!r} does not exist")
-
-    def read(name: str) -> pd.DataFrame | None:
-        for suffix, reader in ((".parquet", pd.read_parquet), (".csv", pd.read_csv)):
-            file = path / f"{name}{suffix}"
-            if file.exists():
-                return reader(file)
-        return None
-
-    scores = read("scores")
-    if scores is None:
-        raise DataError(
-            f"{path}: no scores.parquet (or scores.csv); export results there with "
-            "`steerstats export` or `steerstats import`"
-        )
-    return read("generations"), scores
+    """(generations, scores) of a results directory written by ``tidy.write_results``."""
+    try:
+        read = tidy.read_results(results)
+    except FileNotFoundError as exc:
+        raise DataError(str(exc)) from None
+    return read.generations, read.scores
 
 
 def analyze(
@@ -73,6 +60,8 @@ def analyze(
     paired contrasts are taken against (those present in the data).
     """
     generations, scores = read_tidy(source) if isinstance(source, str | Path) else source
+    if generations is not None and generations.empty:
+        generations = None  # e.g. an import of scores alone
     tables: dict[str, pd.DataFrame] = {}
     skipped: list[dict[str, str]] = []
 

@@ -77,3 +77,7 @@ def analyze(
     tables = analyze_results(results, out=target, n_boot=n_boot, seed=seed)
     print_tables(tables)
     typer.echo(f"wrote {len(tables)} tables to {target}")
+
+
+# Commands of the collection side (init, collect, status, export) register on `app` on import.
+from steerstats import _collect_cli  # noqa: E402,F401

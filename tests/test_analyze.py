@@ -12,7 +12,9 @@ import pytest
 
 from steerstats.analyze import analyze
 from steerstats.errors import DataError
+from steerstats.schema import GENERATION_COLUMNS
 from steerstats.stats import example_scores, paired_contrasts, summarize
+from steerstats.tidy import write_results
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +53,8 @@ def test_skips_are_reported_with_reasons() -> None:
 
 def test_cli_analyze_prints_and_writes(scores: pd.DataFrame, tmp_path: Path) -> None:
     results = tmp_path / "results"
-    results.mkdir()
-    scores.to_parquet(results / "scores.parquet")
+    generations = pd.DataFrame({c: pd.Series(dtype=object) for c in GENERATION_COLUMNS})
+    write_results(results, generations, scores, {"source": "example_scores"})
     done = subprocess.run([sys.executable, "-m", "steerstats", "analyze", str(results),
                            "--n-boot", "100"], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
@@ -61,5 +63,5 @@ def test_cli_analyze_prints_and_writes(scores: pd.DataFrame, tmp_path: Path) -> 
 
 
 def test_missing_scores_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="no scores.parquet"):
+    with pytest.raises(DataError, match="not a results directory"):
         analyze(tmp_path)
