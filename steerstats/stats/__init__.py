@@ -25,3 +25,8 @@ from .tradeoff import *  # noqa: F403, E402
 from .tradeoff import __all__ as _tradeoff_all  # noqa: E402
 
 __all__ += _tradeoff_all
+
+from .mixed import *  # noqa: F403, E402
+from .mixed import __all__ as _mixed_all  # noqa: E402
+
+__all__ += _mixed_all
