@@ -29,6 +29,10 @@ TABLES: dict[str, str] = {
     "contrasts": "paired contrasts against control and against prompt (stats.paired_contrasts)",
     "accuracy": "MMLU accuracy by GEE and bootstrap, and the unparsed rate (stats.accuracy_model)",
     "tradeoff": "behaviour gain vs coherence and accuracy loss, Pareto front (stats.tradeoff)",
+    "variance_components": "per metric: query, prompt, query:method and residual variance "
+                           "(stats.mixed_model)",
+    "emm": "per metric: mixed-model marginal means per model x method",
+    "mixed_contrasts": "per metric: mixed-model contrasts against each baseline, Holm-adjusted",
     "dose_curves": "means per strength for methods run at several strengths (from summary)",
     "skipped": "analyses not run, with the reason",
 }
@@ -104,6 +108,15 @@ def analyze(
         else "needs a baseline method and another method scored on behavior, coherence or "
              "accuracy",
     )
+    rated = sorted(m for m in metrics if m != "accuracy")
+    if rated and len(methods) > 1:
+        mixed, failures = _mixed(scores, rated, [b for b in present if b in methods])
+        tables.update(mixed)
+        skipped.extend({"analysis": "mixed_model", "reason": f"failed for {f}"}
+                       for f in failures)
+    else:
+        skipped.append({"analysis": "mixed_model", "reason": "needs at least two methods "
+                        "scored on a rated (non-accuracy) metric"})
     sweep = _sweep(tables.get("summary"))
     run("dose_curves", lambda: sweep,
         None if sweep is not None else "no method was run at more than one strength")
@@ -111,6 +124,48 @@ def analyze(
     if out is not None:
         write_tables(tables, out)
     return tables
+
+
+def _arms(scores: pd.DataFrame) -> pd.DataFrame:
+    """A copy whose method names carry their strength ("caa @ 4") and strength NaN, so each
+    strength of a sweep is its own level of the mixed model's method factor."""
+    if "strength" not in scores or scores["strength"].isna().all():
+        return scores
+    out = scores.copy()
+    has = out["strength"].notna()
+    out.loc[has, "method"] = [f"{m} @ {float(s):g}" for m, s in
+                              zip(out.loc[has, "method"], out.loc[has, "strength"], strict=True)]
+    out["strength"] = np.nan
+    return out
+
+
+def _mixed(scores: pd.DataFrame, metrics: Sequence[str], baselines: Sequence[str],
+           ) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """Fit the crossed mixed model per metric: (variance_components, emm and mixed_contrasts
+    tables, each with a metric column; one message per metric whose fit failed)."""
+    data = _arms(scores)
+    vcs, emms, cons, failures = [], [], [], []
+    for metric in metrics:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                fit = stats.mixed_model(data, metric)
+        except (RuntimeError, ValueError, np.linalg.LinAlgError) as exc:
+            failures.append(f"{metric}: {exc}")
+            continue
+        vcs.append(fit.variance_components.assign(metric=metric))
+        emms.append(fit.emm.assign(metric=metric))
+        # Holm within each metric x baseline family, as mixed_model's contrasts() does.
+        cons.extend(fit.contrasts(b).assign(metric=metric) for b in baselines)
+    out: dict[str, pd.DataFrame] = {}
+    for name, parts in (("variance_components", vcs), ("emm", emms), ("mixed_contrasts", cons)):
+        if parts:
+            out[name] = _lead(pd.concat(parts, ignore_index=True), ["metric"])
+    return out, failures
+
+
+def _lead(frame: pd.DataFrame, first: Sequence[str]) -> pd.DataFrame:
+    return frame[[*first, *[c for c in frame.columns if c not in first]]]
 
 
 def _sweep(summary: pd.DataFrame | None) -> pd.DataFrame | None:

@@ -51,23 +51,15 @@ def tidy(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.DataFrame(gens), pd.DataFrame(scores)
 
 
-STAND_INS = ("variance_components", "emm", "reliability", "dose_response", "mde")
+STAND_INS = ("reliability", "dose_response", "mde")
 
 
 def tables(seed: int = 0) -> dict[str, pd.DataFrame]:
     """Every table the report reads: ``analyze`` on :func:`tidy`, plus stand-ins (fixed
-    numbers in the documented columns) for the mixed-model, reliability, dose-response and power
-    tables, which ``analyze`` does not produce yet."""
+    numbers in the documented columns) for the reliability, dose-response and power tables,
+    which ``analyze`` does not produce yet."""
     gens, scores = tidy(seed)
     out = analyze((gens, scores), n_boot=200, seed=1)
-    vc = pd.DataFrame([dict(metric=m, group=grp, variance=v, sd=np.sqrt(v), n_levels=n)
-                       for m in ("behavior", "coherence")
-                       for grp, v, n in (("query", 0.3, 4), ("prompt", 0.1, 5),
-                                         ("query:method", 0.05, 12), ("residual", 0.6, np.nan))])
-    summary = out["summary"]
-    emm = summary[summary["metric"] != "accuracy"].rename(columns={"mean": "estimate"})
-    emm = emm[emm["strength"].isna() | (emm["strength"] == 1.0)].assign(df=3.2)
-    emm = emm[["model", "method", "metric", "estimate", "ci_low", "ci_high", "df", "n"]]
     rel = pd.DataFrame([dict(metric=m, method=np.nan, statistic=s, estimate=e, ci_low=e - .1,
                              ci_high=e + .1, n_targets=300, n_ratings=600)
                         for m in ("behavior", "coherence")
@@ -79,5 +71,5 @@ def tables(seed: int = 0) -> dict[str, pd.DataFrame]:
                            for q, s in zip(QUERIES, (.5, .1, -.6, .2), strict=True)])
     mde = pd.DataFrame([dict(metric=m, n_queries=4, n_prompts=5, n_repeats=2, power=.8,
                              alpha=.05, mde=d) for m, d in (("behavior", .61), ("coherence", .44))])
-    out.update(variance_components=vc, emm=emm, reliability=rel, dose_response=slopes, mde=mde)
+    out.update(reliability=rel, dose_response=slopes, mde=mde)
     return out
