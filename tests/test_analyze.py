@@ -46,7 +46,8 @@ def test_skips_are_reported_with_reasons() -> None:
     scores = example_scores(seed=1, methods=("steer",), n_queries=3, n_mmlu=0)
     tables = analyze((None, scores), n_boot=100)
     reasons = dict(zip(tables["skipped"]["analysis"], tables["skipped"]["reason"], strict=True))
-    assert set(reasons) == {"contrasts", "accuracy", "tradeoff", "dose_curves"}
+    assert set(reasons) == {"contrasts", "accuracy", "tradeoff", "mixed_model", "dose_curves"}
+    assert "two methods" in reasons["mixed_model"]
     assert "no accuracy metric" in reasons["accuracy"]
     assert "summary" in tables and "contrasts" not in tables
 
