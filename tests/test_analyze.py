@@ -10,10 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from steerstats.analyze import analyze
+from steerstats.analyze import _arms, analyze
 from steerstats.errors import DataError
 from steerstats.schema import GENERATION_COLUMNS
-from steerstats.stats import example_scores, paired_contrasts, summarize
+from steerstats.stats import example_scores, mixed_model, paired_contrasts, summarize
 from steerstats.tidy import write_results
 
 
@@ -34,6 +34,13 @@ def test_tables_are_the_stats_functions_outputs(scores: pd.DataFrame, tmp_path: 
     assert set(curves["method"]) == {"steer"} and sorted(curves["strength"].unique()) == [
         0.5, 1.0, 2.0]
     assert tables["skipped"].empty
+    # The mixed model sees each strength of the sweep as its own method level.
+    fit = mixed_model(_arms(scores), "behavior")
+    pd.testing.assert_frame_equal(
+        tables["variance_components"].query("metric == 'behavior'").drop(columns="metric")
+        .reset_index(drop=True), fit.variance_components)
+    assert {"steer @ 0.5", "steer @ 2"} <= set(tables["emm"]["method"])
+    assert set(tables["mixed_contrasts"]["baseline"]) == {"control", "prompt"}
     for name, table in tables.items():
         csv = pd.read_csv(tmp_path / f"{name}.csv") if len(table.columns) else None
         records = json.loads((tmp_path / f"{name}.json").read_text())
