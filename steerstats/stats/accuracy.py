@@ -7,9 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-import statsmodels.api as sm
 from scipy import stats as sps
-from statsmodels.tools.sm_exceptions import ConvergenceWarning, IterationLimitWarning
 
 from ._data import group_index, numeric_values, require_clusters, require_columns, response_level
 from .bootstrap import (
@@ -32,7 +30,7 @@ def accuracy_model(
     model: str | None = "model",
     method: str | None = "method",
     strength: str | None = "strength",
-    metric: str = "metric",
+    metric: str | None = "metric",
     value: str = "value",
     question: str = "prompt_id",
     clusters: Sequence[str] = ("query_id", "prompt_id"),
@@ -57,8 +55,10 @@ def accuracy_model(
         The metric holding correctness (default ``"accuracy"``).
     model, method, strength : str or None
         Grouping columns; ``None`` leaves a role out.
-    metric, value : str
-        Columns with the metric name and the 1/0/NaN value.
+    metric : str or None
+        Column with the metric name; ``None`` if every row is a correctness score.
+    value : str
+        Column with the 1/0/NaN value.
     question : str
         Column identifying the question: the GEE's cluster.
     clusters : sequence of str
@@ -119,6 +119,21 @@ def accuracy_model(
     >>> scores = example_scores(seed=0, n_mmlu=20)
     >>> table = accuracy_model(scores, strength=None, n_boot=1000, seed=1)
     >>> table.columns.tolist()
+    ['model', 'method', 'outcome', 'estimator', 'n', 'estimate', 'ci_low', 'ci_high']
+    >>> print(table[table["model"] == "model-a"].round(3).to_string(index=False))
+      model  method  outcome estimator   n  estimate  ci_low  ci_high
+    model-a control accuracy       gee 118     0.670   0.563    0.761
+    model-a control accuracy bootstrap 118     0.669   0.462    0.877
+    model-a control unparsed bootstrap 120     0.017   0.000    0.067
+    model-a  prompt accuracy       gee 115     0.645   0.563    0.719
+    model-a  prompt accuracy bootstrap 115     0.643   0.346    0.941
+    model-a  prompt unparsed bootstrap 120     0.042   0.000    0.125
+    model-a   steer accuracy       gee  98     0.580   0.475    0.678
+    model-a   steer accuracy bootstrap  98     0.582   0.367    0.796
+    model-a   steer unparsed bootstrap 120     0.183   0.034    0.333
+
+    The GEE interval is narrower: it treats questions as the only clusters, while the
+    bootstrap also resamples the 6 queries.
     """
     check_bootstrap_args(n_boot, confidence, ci_method)
     names = require_clusters(scores, clusters)
@@ -128,8 +143,10 @@ def accuracy_model(
         {"model": model, "method": method, "strength": strength, "metric": metric,
          "value": value, "question": question, "sample": sample},
     )
-    rows = scores[scores[metric] == outcome]
+    rows = scores if metric is None else scores[scores[metric] == outcome]
     if rows.empty:
+        if metric is None:
+            raise ValueError("scores has no rows")
         present = ", ".join(map(str, pd.unique(scores[metric])))
         raise ValueError(
             f"no rows with {metric!r} == {outcome!r} (metrics present: {present}); pass "
@@ -194,6 +211,9 @@ def _gee(
     confidence: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
     """Cell-means binomial GEE; per group: probability, limits, parsed n; and the correlation."""
+    import statsmodels.api as sm  # slow to import: only when a GEE is fitted
+    from statsmodels.tools.sm_exceptions import ConvergenceWarning, IterationLimitWarning
+
     codes, _ = group_index(responses, group_cols)
     y = responses[value].to_numpy(float)
     ok = np.isfinite(y)

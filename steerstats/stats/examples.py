@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from ..schema import AUTO_RATER, SCORE_COLUMNS
 
-__all__ = ["example_scores"]
+__all__ = ["example_scores", "simulate_crossed"]
 
 _QUERY_IDS = (
     "be-funny",
@@ -103,7 +103,7 @@ def example_scores(
     >>> sorted(scores["metric"].unique())
     ['accuracy', 'behavior', 'coherence']
     >>> int(scores["value"].isna().sum())
-    39
+    42
     """
     if n_queries < 1 or n_topic < 0 or n_common < 0 or n_mmlu < 0 or n_repeats < 1:
         raise ValueError(
@@ -195,4 +195,97 @@ def example_scores(
     ident = zip(out["model"], out["method"], out["strength"], out["query_id"], out["prompt_id"],
                 strict=True)
     out["key"] = [hashlib.sha256(repr(t).encode()).hexdigest()[:16] for t in ident]
+    return out[list(SCORE_COLUMNS)]
+
+
+def simulate_crossed(
+    means: Mapping[str, float] | None = None,
+    *,
+    sd_query: float = 0.6,
+    sd_prompt: float = 0.5,
+    sd_query_method: float = 0.4,
+    sd_response: float = 0.8,
+    sd_repeat: float = 0.5,
+    n_queries: int = 14,
+    n_topic: int = 10,
+    n_common: int = 20,
+    n_repeats: int = 3,
+    model: str = "model",
+    metric: str = "behavior",
+    seed: int | np.random.Generator | None = 0,
+) -> pd.DataFrame:
+    """Simulate one metric from a crossed random-effects model with known population means.
+
+    ``value = means[method] + query + prompt + query:method + response + repeat`` with
+    independent normal terms of the given SDs. Each query has ``n_topic`` nested prompts and
+    all queries share ``n_common`` prompts; each response is rated ``n_repeats`` times. Values
+    are not rounded, so the mean over new queries and prompts of each method is exactly
+    ``means[method]``: the truth against which interval coverage is checked
+    (``benchmarks/coverage.py``).
+
+    Parameters
+    ----------
+    means : mapping of str to float, optional
+        Population mean per method (default control 2.0, prompt 3.0, steer 3.5).
+    sd_query, sd_prompt, sd_query_method, sd_response, sd_repeat : float
+        SDs of the query, prompt, query x method, response and judge-repeat terms.
+    n_queries, n_topic, n_common, n_repeats : int
+        Design sizes.
+    model, metric : str
+        Values of the ``model`` and ``metric`` columns.
+    seed : int, numpy.random.Generator or None
+        Seed of the simulation.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Tidy scores (``SCORE_COLUMNS``), one row per rating, ordered by method (in the order
+        of ``means``), query, prompt (topic prompts first) and repeat.
+
+    Examples
+    --------
+    >>> from steerstats.stats import simulate_crossed
+    >>> sim = simulate_crossed(n_queries=4, n_topic=2, n_common=3, seed=0)
+    >>> len(sim)  # 3 methods x 4 queries x (2 + 3) prompts x 3 repeats
+    180
+    >>> sim.groupby("method")["value"].mean().round(2).tolist()
+    [1.77, 3.0, 3.33]
+    """
+    arms = dict(means) if means is not None else {"control": 2.0, "prompt": 3.0, "steer": 3.5}
+    if n_queries < 1 or n_topic < 0 or n_common < 0 or n_topic + n_common < 1 or n_repeats < 1:
+        raise ValueError("simulate_crossed needs n_queries, n_repeats and some prompts >= 1")
+    rng = np.random.default_rng(seed)
+    n_m, n_q, n_p = len(arms), n_queries, n_topic + n_common
+    u_q = rng.normal(0.0, sd_query, n_q)
+    v_topic = rng.normal(0.0, sd_prompt, (n_q, n_topic))
+    v_common = rng.normal(0.0, sd_prompt, n_common)
+    v = np.concatenate([v_topic, np.broadcast_to(v_common, (n_q, n_common))], axis=1)
+    w = rng.normal(0.0, sd_query_method, (n_m, n_q))
+    mu = np.fromiter(arms.values(), dtype=float, count=n_m)
+    cell = mu[:, None, None] + u_q[None, :, None] + v[None, :, :] + w[:, :, None]
+    response = cell + rng.normal(0.0, sd_response, cell.shape)
+    value = response[..., None] + rng.normal(0.0, sd_repeat, (*cell.shape, n_repeats))
+    qids = np.array([f"query-{i:02d}" for i in range(n_q)])
+    pids = np.array(
+        [[f"query-{i:02d}/topic-{k:02d}" for k in range(n_topic)]
+         + [f"common-{k:02d}" for k in range(n_common)] for i in range(n_q)]
+    ).reshape(n_q, n_p)
+    mi, qi, pi, ri = np.indices(value.shape).reshape(4, -1)
+    out = pd.DataFrame(
+        {
+            "model": model,
+            "method": np.array(list(arms))[mi],
+            "strength": np.nan,
+            "query_id": qids[qi],
+            "prompt_set": "open",
+            "prompt_id": pids[qi, pi],
+            "sample": 0,
+            "metric": metric,
+            "rater": "simulated-judge",
+            "repeat": ri,
+            "value": value.reshape(-1),
+            "key": "",
+            "reason": "",
+        }
+    )
     return out[list(SCORE_COLUMNS)]

@@ -103,7 +103,20 @@ def tradeoff(
     >>> from steerstats.stats import example_scores, tradeoff
     >>> scores = example_scores(seed=0)
     >>> table = tradeoff(scores, baseline="control", n_boot=1000, seed=1)
-    >>> table.columns.tolist()
+    >>> table.columns.tolist()  # doctest: +NORMALIZE_WHITESPACE
+    ['model', 'method', 'strength', 'baseline',
+     'behavior_gain', 'behavior_gain_ci_low', 'behavior_gain_ci_high', 'n_pairs_behavior',
+     'coherence_loss', 'coherence_loss_ci_low', 'coherence_loss_ci_high', 'n_pairs_coherence',
+     'accuracy_loss', 'accuracy_loss_ci_low', 'accuracy_loss_ci_high', 'n_pairs_accuracy',
+     'pareto', 'p_good_trade', 'margin_coherence', 'margin_accuracy']
+    >>> cols = ["model", "method", "behavior_gain", "coherence_loss", "accuracy_loss",
+    ...         "pareto", "p_good_trade"]
+    >>> print(table[cols].round(2).to_string(index=False))
+      model method  behavior_gain  coherence_loss  accuracy_loss  pareto  p_good_trade
+    model-a prompt           1.31            0.30           0.13    True          0.22
+    model-a  steer           1.51            0.79           0.26    True          0.00
+    model-b prompt           1.50           -0.06          -0.15    True          0.97
+    model-b  steer           1.67            0.54          -0.00    True          0.28
     """
     check_bootstrap_args(n_boot, confidence, ci_method)
     margins = dict(DEFAULT_MARGIN)
