@@ -30,3 +30,8 @@ from .mixed import *  # noqa: F403, E402
 from .mixed import __all__ as _mixed_all  # noqa: E402
 
 __all__ += _mixed_all
+
+from .reliability import *  # noqa: F403, E402
+from .reliability import __all__ as _reliability_all  # noqa: E402
+
+__all__ += _reliability_all
