@@ -2,9 +2,9 @@
 ``schema.SCORE_COLUMNS``), so the statistics and the report serve them too.
 
 Two entry points: :func:`import_seed_study` for the seed study's CSVs (queries, prompts and
-answer keys come from the shipped design data) and :func:`import_table` for any CSV/Parquet with
-a column mapping. Rows that cannot be placed are returned in ``unmatched``, never dropped
-silently.
+answer keys come from the shipped design data or the study's own design folder) and
+:func:`import_table` for any CSV/Parquet with a column mapping. Rows that cannot be placed
+are returned in ``unmatched``, never dropped silently.
 """
 
 from __future__ import annotations
@@ -20,21 +20,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from steerstats.datasets import (
-    data_digest,
-    load_queries,
-    normalize_text,
-    paper_mmlu,
-    paper_topic_prompts,
-    parse_answer,
-    slugify,
-)
-from steerstats.datasets._queries import common_prompt_id, common_prompt_texts, topic_prompt_id
+from steerstats.datasets import normalize_text, parse_answer, slugify
+from steerstats.datasets._seed_design import SeedDesign, folder_seed_design, shipped_seed_design
 from steerstats.errors import DataError
 from steerstats.schema import AUTO_RATER, GENERATION_COLUMNS, SCORE_COLUMNS
 
 __all__ = [
     "METHOD_NAMES",
+    "NOTE_COLUMNS",
+    "SEED_STUDY_ALIASES",
     "UNMATCHED_COLUMNS",
     "ImportResult",
     "import_seed_study",
@@ -45,6 +39,7 @@ __all__ = [
 ]
 
 UNMATCHED_COLUMNS: tuple[str, ...] = ("file", "row", "query", "method", "prompt", "reason", "kept")
+NOTE_COLUMNS: tuple[str, ...] = ("file", "kind", "query", "rows", "detail")
 
 METHOD_NAMES: dict[str, str] = {
     "control": "control",
@@ -74,14 +69,20 @@ class ImportResult:
     ``unmatched`` has one row per source row that could not be placed: ``file``, ``row`` (0-based
     data row, header excluded), ``query``, ``method``, ``prompt`` (normalised, first 120
     characters), ``reason``, and ``kept`` (whether it was still imported with derived ids).
-    ``source`` is JSON-able (files with SHA-256 and row counts, options, shipped-data digests)
-    for the results directory's manifest.
+    ``notes`` (:data:`NOTE_COLUMNS`) has one row per file and query text that was not imported
+    as itself: ``kind`` "alias", "alias-not-applied", "extra-query" or "unknown-query", the
+    number of ``rows`` and a ``detail``; and a "spelling" row per file counting MMLU prompts
+    matched only after reading "behavior" as "behaviour". ``source`` is JSON-able (files with
+    SHA-256 and row counts, options, design-file digests, the notes) for the manifest.
     """
 
     generations: pd.DataFrame
     scores: pd.DataFrame
     unmatched: pd.DataFrame
     source: dict[str, Any] = field(default_factory=dict)
+    notes: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=list(NOTE_COLUMNS)).astype({"rows": "int64"})
+    )
 
     @property
     def n_unmatched(self) -> int:
@@ -163,37 +164,16 @@ def _judge_score(raw: Any) -> tuple[float, str | None]:
 
 # --------------------------------------------------------------------------- seed study
 
+SEED_STUDY_ALIASES: dict[str, str] = {
+    "be more creative and imaginative": "be creative and imaginative",
+    "be educational and explain like a teacher": "be educational and accessible",
+}
+"""Query texts of the seed study's published open-prompt run -> the design's names for them.
 
-class _SeedDesign:
-    """Text -> id lookups built from the shipped design data."""
-
-    def __init__(self, queries: str | Path) -> None:
-        self.queries = {normalize_text(q.text): q for q in load_queries(queries)}
-        self.common = {
-            normalize_text(t): common_prompt_id(i) for i, t in enumerate(common_prompt_texts())
-        }
-        self.topics: dict[str, dict[str, str]] = {
-            qid: {normalize_text(t): topic_prompt_id(qid, i) for i, t in enumerate(texts)}
-            for qid, texts in paper_topic_prompts().items()
-        }
-        self.mmlu = [(normalize_text(_mmlu_head(q.question, q.choices)), q) for q in paper_mmlu()]
-        self._mmlu_cache: dict[str, Any] = {}
-
-    def open_prompt_id(self, query_id: str, text: str) -> str | None:
-        norm = normalize_text(text)
-        return self.common.get(norm) or self.topics.get(query_id, {}).get(norm)
-
-    def mmlu_question(self, text: str) -> Any:
-        """The shipped question whose text and lettered choices begin the prompt (longest wins)."""
-        norm = normalize_text(text)
-        if norm not in self._mmlu_cache:
-            hits = [(len(h), q) for h, q in self.mmlu if norm == h or norm.startswith(h + " ")]
-            self._mmlu_cache[norm] = max(hits, key=lambda t: t[0])[1] if hits else None
-        return self._mmlu_cache[norm]
-
-
-def _mmlu_head(question: str, choices: Sequence[str]) -> str:
-    return question + "\n" + "\n".join(f"{'ABCD'[i]}. {c}" for i, c in enumerate(choices))
+The two queries were renamed in ``steering_queries.json`` after that run. An alias is applied
+to a file only when its rows confirm it (see :func:`import_seed_study`), and every use is
+reported in ``ImportResult.notes``.
+"""
 
 
 def _extra_prompt_id(query_id: str, text: str, study: str) -> str:
@@ -201,14 +181,115 @@ def _extra_prompt_id(query_id: str, text: str, study: str) -> str:
     return f"mmlu-x{digest}" if study == "mmlu" else f"{query_id}/extra-{digest}"
 
 
+def _alias_problem(design: SeedDesign, study: str, prompts: set[str], target_id: str) -> str | None:
+    """Why a file's rows do not confirm that their query is ``target_id`` renamed (None: they do).
+
+    Evidence: the query's distinct prompts that are not common prompts are all topic prompts of
+    the target, and not all topic prompts of any other query.
+    """
+    if study == "mmlu":
+        return "the MMLU study asks every query the same questions, so its rows cannot confirm it"
+    topic = {normalize_text(p) for p in prompts} - set(design.common)
+    if not topic:
+        return "its rows hold no topic prompts to compare"
+    outside = topic - set(design.topics.get(target_id, {}))
+    if outside:
+        return f"{len(outside)} of its {len(topic)} topic prompts are not among the target's"
+    also = sorted(q for q, t in design.topics.items() if q != target_id and topic <= set(t))
+    if also:
+        return f"its topic prompts also fit {', '.join(also)}"
+    return None
+
+
+def _resolve_queries(
+    data: pd.DataFrame,
+    path: Path,
+    study: str,
+    design: SeedDesign,
+    aliases: Mapping[str, str],
+    extra_queries: set[str],
+    verify_aliases: bool,
+    keep_unmatched: bool,
+) -> tuple[dict[str, tuple[str, str] | str], list[dict[str, Any]]]:
+    """Each distinct query text -> (id, text) to import it as, or the reason it is unmatched."""
+    resolved: dict[str, tuple[str, str] | str] = {}
+    notes: list[dict[str, Any]] = []
+    texts = data["query"].map(normalize_text)
+    for text, rows in texts.groupby(texts, sort=False).groups.items():
+        n = len(rows)
+        found = design.query(study, text)
+        note = {"file": str(path), "query": text, "rows": n}
+        if found is not None:
+            resolved[text] = found
+        elif text in aliases:
+            target = aliases[text]
+            hit = design.query(study, target)
+            if hit is None:
+                why: str | None = f"'{target}' is not a query of {design.query_source[study]}"
+            elif verify_aliases:
+                why = _alias_problem(design, study, set(data.loc[rows, "user_prompt"]), hit[0])
+            else:
+                why = None
+            if why is None and hit is not None:
+                resolved[text] = hit
+                evidence = (
+                    "not verified (verify_aliases=False)"
+                    if not verify_aliases
+                    else "every distinct non-common prompt of these rows is a topic prompt of "
+                    f"'{target}' and of no other query"
+                )
+                notes.append({**note, "kind": "alias", "detail": f"as '{target}': {evidence}"})
+            else:
+                why = why or "no such query"
+                resolved[text] = (
+                    f"query text not among {design.query_source[study]}; "
+                    f"alias to '{target}' not applied: {why}"
+                )
+                notes.append({**note, "kind": "alias-not-applied", "detail": why})
+        elif text in extra_queries:
+            resolved[text] = (slugify(text), text)
+            notes.append(
+                {
+                    **note,
+                    "kind": "extra-query",
+                    "detail": f"not among {design.query_source[study]}; imported as "
+                    f"'{slugify(text)}' (extra_queries)",
+                }
+            )
+        else:
+            resolved[text] = f"query text not among {design.query_source[study]}"
+            fate = (
+                f"imported as '{slugify(text)}' (keep_unmatched)"
+                if keep_unmatched
+                else "not imported (pass extra_queries or keep_unmatched to import it)"
+            )
+            notes.append(
+                {
+                    **note,
+                    "kind": "unknown-query",
+                    "detail": f"not among {design.query_source[study]}; {fate}",
+                }
+            )
+    return resolved, notes
+
+
 def _import_seed_file(
     path: Path,
     study: str,
-    design: _SeedDesign,
+    design: SeedDesign,
     model: str,
     rater: str,
     keep_unmatched: bool,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    aliases: Mapping[str, str],
+    extra_queries: set[str],
+    verify_aliases: bool,
+) -> tuple[
+    list[dict[str, Any]],
+    list[dict[str, Any]],
+    list[dict[str, Any]],
+    list[dict[str, Any]],
+    dict[str, Any],
+]:
     data = read_table(path)
     missing = [c for c in SEED_STUDY_COLUMNS if c not in data.columns]
     if missing:
@@ -217,10 +298,14 @@ def _import_seed_file(
             f"{', '.join(SEED_STUDY_COLUMNS)} "
             f"(columns present: {', '.join(map(str, data.columns))})"
         )
+    resolved, notes = _resolve_queries(
+        data, path, study, design, aliases, extra_queries, verify_aliases, keep_unmatched
+    )
     gens: list[dict[str, Any]] = []
     scores: list[dict[str, Any]] = []
     unmatched: list[dict[str, Any]] = []
     occurrences: dict[tuple[str, ...], int] = {}
+    spelling_folds = 0
     for row_number, row in enumerate(data.itertuples(index=False)):
         rec = row._asdict()
         query_text = normalize_text(rec["query"])
@@ -232,25 +317,27 @@ def _import_seed_file(
                 f"unknown method {rec['steering_method']!r} (known: {', '.join(METHOD_NAMES)})"
             )
             method = slugify(str(rec["steering_method"]))
-        query = design.queries.get(query_text)
-        if query is None:
-            problems.append("query text not among the shipped queries")
+        query = resolved[query_text]
+        if isinstance(query, str):
+            problems.append(query)
             query_id, query_label = slugify(query_text), query_text
         else:
-            query_id, query_label = query.id, query.text
+            query_id, query_label = query
         answer: str | None = None
         if study == "open":
             prompt_id = design.open_prompt_id(query_id, prompt_text)
             if prompt_id is None:
                 problems.append(
-                    "prompt text not among this query's topic prompts or the 84 common prompts"
+                    "prompt text not among this query's topic prompts or the common prompts"
                 )
         else:
-            question = design.mmlu_question(prompt_text)
+            question, folded = design.mmlu_question(prompt_text)
+            if folded:
+                spelling_folds += 1
             prompt_id = None if question is None else question.id
             answer = None if question is None else question.answer
             if question is None:
-                problems.append("question not among the study's 171 shipped MMLU questions")
+                problems.append(f"question not among {design.mmlu_label}")
         if problems:
             unmatched.append(
                 {
@@ -317,7 +404,7 @@ def _import_seed_file(
             )
         if study == "mmlu":
             if answer is None:
-                value, reason = math.nan, "no answer key: question not among the shipped 171"
+                value, reason = math.nan, f"no answer key: question not among {design.mmlu_label}"
             else:
                 letter, why = parse_answer(rec["response"])
                 value = math.nan if letter is None else float(letter == answer)
@@ -333,9 +420,19 @@ def _import_seed_file(
                     "reason": reason,
                 }
             )
+    if spelling_folds:
+        notes.append(
+            {
+                "file": str(path),
+                "kind": "spelling",
+                "query": None,
+                "rows": spelling_folds,
+                "detail": "MMLU question matched only with 'behavior' read as 'behaviour'",
+            }
+        )
     info = _file_info(path, len(data))
     info.update(study=study, unmatched=len(unmatched), imported=len(gens))
-    return gens, scores, unmatched, info
+    return gens, scores, unmatched, notes, info
 
 
 def import_seed_study(
@@ -345,34 +442,87 @@ def import_seed_study(
     model: str = "Llama-3.1-8B",
     rater: str = "gpt-4o-mini",
     queries: str | Path = "paper",
+    design_dir: str | Path | None = None,
+    query_aliases: Mapping[str, str] | None = None,
+    verify_aliases: bool = True,
+    extra_queries: Sequence[str] = (),
     keep_unmatched: bool = False,
 ) -> ImportResult:
     """Import the seed study's open-prompt and/or MMLU result CSVs into the tidy tables.
 
     Method labels are normalised (:data:`METHOD_NAMES`); judge scores outside 1-5 (the study's
     0s) become NaN with an "unparsed: ..." reason; MMLU correctness (metric ``accuracy``, rater
-    "auto") is derived from the response's ``<answer>`` tag against the shipped key, a reply
-    without a readable tag being NaN with its reason. Rows are matched to the shipped queries
-    and prompts by whitespace-normalised text; every row that cannot be matched is listed in
-    ``unmatched`` with the reason. With ``keep_unmatched=True`` such rows are also kept in the
-    tables, with ids derived from their text (query slug; ``<query_id>/extra-<digest>`` or
-    ``mmlu-x<digest>`` prompts, whose accuracy is NaN for want of a key).
+    "auto") is derived from the response's ``<answer>`` tag against the answer key, a reply
+    without a readable tag being NaN with its reason. Rows are matched to queries and prompts
+    by whitespace-normalised text (MMLU questions also with "behavior" read as "behaviour", the
+    one spelling the study's results changed); every row that cannot be matched is listed in
+    ``unmatched`` with the reason, and ``notes`` summarises per query text every alias, extra
+    query and unknown query.
+
+    Parameters
+    ----------
+    design_dir
+        The seed study's ``design/`` folder. Without it queries, prompts and the 171 answer keys
+        come from the shipped data; with it from the folder's ``steering_queries.json`` (open
+        study), ``steering_queries_mmlu.json`` (MMLU study), ``common_prompts.json`` and
+        ``mmlu.json`` (285 questions with keys). Questions also shipped keep their ``mmlu-NNN``
+        id; the others are ``mmlu-dev-NNN``, NNN their 0-based row in ``mmlu.json``.
+    queries
+        Another query file instead of the shipped 14 (only without ``design_dir``).
+    query_aliases
+        Query text in the CSV -> the design's query text. Default :data:`SEED_STUDY_ALIASES`;
+        ``{}`` turns aliasing off. An alias is applied to a file only if its rows confirm it:
+        the aliased query's distinct prompts that are not common prompts must all be topic
+        prompts of the target query and not all be topic prompts of any other query. MMLU rows
+        cannot confirm an alias (every query gets the same questions), so there it is not
+        applied unless ``verify_aliases=False``. Every alias applied or refused is in ``notes``.
+    extra_queries
+        Query texts to import although the design lacks them (id: slug of the text), such as
+        "be seductive and flattering" in the MMLU study; listed in ``notes``.
+    keep_unmatched
+        Also import unmatched rows, with ids derived from their text (query slug;
+        ``<query_id>/extra-<digest>`` or ``mmlu-x<digest>`` prompts, whose accuracy is NaN for
+        want of a key). They stay in ``unmatched`` with ``kept`` True.
     """
     if open_csv is None and mmlu_csv is None:
         raise ValueError("give open_csv, mmlu_csv or both (paths to the seed study's result CSVs)")
-    design = _SeedDesign(queries)
+    if design_dir is not None and str(queries) != "paper":
+        raise ValueError(
+            "give queries or design_dir, not both: design_dir takes the queries from its "
+            "steering_queries.json and steering_queries_mmlu.json"
+        )
+    if isinstance(extra_queries, str):
+        extra_queries = [extra_queries]
+    design = shipped_seed_design(queries) if design_dir is None else folder_seed_design(design_dir)
+    alias_table = dict(SEED_STUDY_ALIASES if query_aliases is None else query_aliases)
+    aliases = {normalize_text(k): normalize_text(v) for k, v in alias_table.items()}
+    extras = {normalize_text(q) for q in extra_queries}
     gens: list[dict[str, Any]] = []
     scores: list[dict[str, Any]] = []
     unmatched: list[dict[str, Any]] = []
+    notes: list[dict[str, Any]] = []
     files: list[dict[str, Any]] = []
     for path, study in ((open_csv, "open"), (mmlu_csv, "mmlu")):
         if path is None:
             continue
-        g, s, u, info = _import_seed_file(Path(path), study, design, model, rater, keep_unmatched)
+        g, s, u, n, info = _import_seed_file(
+            Path(path),
+            study,
+            design,
+            model,
+            rater,
+            keep_unmatched,
+            aliases,
+            extras,
+            verify_aliases,
+        )
         gens += g
         scores += s
         unmatched += u
+        notes += n
         files.append(info)
+    notes_frame = pd.DataFrame(notes, columns=list(NOTE_COLUMNS))
+    notes_frame["rows"] = notes_frame["rows"].astype("int64")
     source = {
         "importer": "seed-study",
         "files": files,
@@ -380,19 +530,22 @@ def import_seed_study(
             "model": model,
             "rater": rater,
             "queries": str(queries),
+            "design_dir": None if design_dir is None else str(design_dir),
+            "query_aliases": alias_table,
+            "verify_aliases": verify_aliases,
+            "extra_queries": sorted(extras),
             "keep_unmatched": keep_unmatched,
         },
         "method_names": dict(METHOD_NAMES),
-        "shipped_data": {
-            name: data_digest(name)
-            for name in ("queries.json", "common_prompts.json", "mmlu_paper.jsonl")
-        },
+        "design": design.source,
+        "notes": [{k: note[k] for k in NOTE_COLUMNS} for note in notes],
         "unmatched": len(unmatched),
     }
     return ImportResult(
         generations=_frame(gens, GENERATION_COLUMNS),
         scores=_frame(scores, SCORE_COLUMNS),
         unmatched=_frame(unmatched, UNMATCHED_COLUMNS),
+        notes=notes_frame,
         source=source,
     )
 
