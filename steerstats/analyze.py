@@ -33,6 +33,8 @@ TABLES: dict[str, str] = {
                            "(stats.mixed_model)",
     "emm": "per metric: mixed-model marginal means per model x method",
     "mixed_contrasts": "per metric: mixed-model contrasts against each baseline, Holm-adjusted",
+    "reliability": "judge reliability per metric, overall (method empty) and per method "
+                   "(stats.reliability)",
     "dose_curves": "means per strength for methods run at several strengths (from summary)",
     "skipped": "analyses not run, with the reason",
 }
@@ -117,6 +119,12 @@ def analyze(
     else:
         skipped.append({"analysis": "mixed_model", "reason": "needs at least two methods "
                         "scored on a rated (non-accuracy) metric"})
+    judging = tables["judging"]
+    repeated = judging[(judging["rater"] != "auto")].groupby("metric")["n_repeats"].sum()
+    run("reliability", lambda: _reliability(scores, list(repeated[repeated >= 2].index), **boot),
+        None if (repeated >= 2).any() else
+        "each response was judged once (one judge, one repeat), so agreement between "
+        "judgings cannot be estimated")
     sweep = _sweep(tables.get("summary"))
     run("dose_curves", lambda: sweep,
         None if sweep is not None else "no method was run at more than one strength")
@@ -166,6 +174,16 @@ def _mixed(scores: pd.DataFrame, metrics: Sequence[str], baselines: Sequence[str
 
 def _lead(frame: pd.DataFrame, first: Sequence[str]) -> pd.DataFrame:
     return frame[[*first, *[c for c in frame.columns if c not in first]]]
+
+
+def _reliability(scores: pd.DataFrame, metrics: list[str], n_boot: int,
+                 seed: int | None) -> pd.DataFrame:
+    """Reliability of the repeatedly judged ``metrics``, overall (``method`` empty) and per
+    method, in one table."""
+    overall = stats.reliability(scores, metrics=metrics, n_boot=n_boot, seed=seed)
+    per_method = stats.reliability(scores, "method", metrics=metrics, n_boot=n_boot, seed=seed)
+    overall.insert(0, "method", np.nan)
+    return pd.concat([overall, per_method], ignore_index=True)
 
 
 def _sweep(summary: pd.DataFrame | None) -> pd.DataFrame | None:

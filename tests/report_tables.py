@@ -51,25 +51,20 @@ def tidy(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.DataFrame(gens), pd.DataFrame(scores)
 
 
-STAND_INS = ("reliability", "dose_response", "mde")
+STAND_INS = ("dose_response", "mde")
 
 
 def tables(seed: int = 0) -> dict[str, pd.DataFrame]:
     """Every table the report reads: ``analyze`` on :func:`tidy`, plus stand-ins (fixed
-    numbers in the documented columns) for the reliability, dose-response and power tables,
-    which ``analyze`` does not produce yet."""
+    numbers in the documented columns) for the per-query dose-response slopes and the power
+    table, which ``analyze`` does not produce yet."""
     gens, scores = tidy(seed)
     out = analyze((gens, scores), n_boot=200, seed=1)
-    rel = pd.DataFrame([dict(metric=m, method=np.nan, statistic=s, estimate=e, ci_low=e - .1,
-                             ci_high=e + .1, n_targets=300, n_ratings=600)
-                        for m in ("behavior", "coherence")
-                        for s, e in (("ICC2", .61), ("ICC2k", .75), ("alpha_ordinal", .58),
-                                     ("exact_agreement", .44))])
     slopes = pd.DataFrame([dict(model=m, method="caa", metric=met, query_id=q, slope=s,
                                 ci_low=s - .3, ci_high=s + .3)
                            for m in MODELS for met in ("behavior", "coherence")
                            for q, s in zip(QUERIES, (.5, .1, -.6, .2), strict=True)])
     mde = pd.DataFrame([dict(metric=m, n_queries=4, n_prompts=5, n_repeats=2, power=.8,
                              alpha=.05, mde=d) for m, d in (("behavior", .61), ("coherence", .44))])
-    out.update(reliability=rel, dose_response=slopes, mde=mde)
+    out.update(dose_response=slopes, mde=mde)
     return out

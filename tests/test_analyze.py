@@ -41,6 +41,10 @@ def test_tables_are_the_stats_functions_outputs(scores: pd.DataFrame, tmp_path: 
         .reset_index(drop=True), fit.variance_components)
     assert {"steer @ 0.5", "steer @ 2"} <= set(tables["emm"]["method"])
     assert set(tables["mixed_contrasts"]["baseline"]) == {"control", "prompt"}
+    rel = tables["reliability"]
+    assert set(rel["metric"]) == {"behavior", "coherence"}  # accuracy is rated once
+    assert rel["method"].isna().any() and set(rel["method"].dropna()) == {"control", "prompt",
+                                                                          "steer"}
     for name, table in tables.items():
         csv = pd.read_csv(tmp_path / f"{name}.csv") if len(table.columns) else None
         records = json.loads((tmp_path / f"{name}.json").read_text())
@@ -50,10 +54,12 @@ def test_tables_are_the_stats_functions_outputs(scores: pd.DataFrame, tmp_path: 
 
 
 def test_skips_are_reported_with_reasons() -> None:
-    scores = example_scores(seed=1, methods=("steer",), n_queries=3, n_mmlu=0)
+    scores = example_scores(seed=1, methods=("steer",), n_queries=3, n_mmlu=0, n_repeats=1)
     tables = analyze((None, scores), n_boot=100)
     reasons = dict(zip(tables["skipped"]["analysis"], tables["skipped"]["reason"], strict=True))
-    assert set(reasons) == {"contrasts", "accuracy", "tradeoff", "mixed_model", "dose_curves"}
+    assert set(reasons) == {"contrasts", "accuracy", "tradeoff", "mixed_model", "reliability",
+                            "dose_curves"}
+    assert "judged once" in reasons["reliability"]
     assert "two methods" in reasons["mixed_model"]
     assert "no accuracy metric" in reasons["accuracy"]
     assert "summary" in tables and "contrasts" not in tables

@@ -391,9 +391,14 @@ def reliability_section(data: ReportData) -> Section:
         + ("\n\n" + "\n".join(lines) if lines else "")
     ))
     shown = rel.copy()
+    if "method" in shown:
+        per_method = shown["method"].notna()
+        shown = shown[~per_method | shown["statistic"].isin(_HEADLINE)]
     shown["statistic"] = shown["statistic"].map(lambda s: _STATISTIC_NAMES.get(s, s))
-    section.blocks.append(Figure(plots.reliability_forest(shown), "Reliability statistics with "
-                                 "95% intervals, per metric.", "reliability_forest"))
+    drawn = shown[shown["method"].isna()] if "method" in shown else shown
+    section.blocks.append(Figure(plots.reliability_forest(drawn), "Reliability statistics with "
+                                 "95% intervals, per metric, all methods together.",
+                                 "reliability_forest"))
     columns: list[Column] = [("Metric", _text("metric"))]
     if "method" in shown:
         columns.append(("Method", lambda r: "all" if pd.isna(r["method"]) else str(r["method"])))
@@ -401,7 +406,8 @@ def reliability_section(data: ReportData) -> Section:
         ("Statistic", _text("statistic")), ("Estimate [95% CI]", _ci_col("estimate")),
         ("Responses", _count_col("n_targets")), ("Ratings", _count_col("n_ratings")),
     ]
-    section.blocks.append(_display(shown, columns))
+    section.blocks.append(_display(shown, columns, "All statistics over all methods; the "
+                                   "headline ones per method."))
     return section
 
 
