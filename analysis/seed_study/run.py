@@ -38,15 +38,18 @@ REPO = HERE.parents[1]
 def import_and_analyze(seed_dir: Path, out: Path, n_boot: int) -> dict[str, object]:
     """Import both studies, write their results directories, analyse them."""
     results = seed_dir / "results"
+    design = seed_dir / "design"  # the study's own queries, prompts and 285 MMLU answer keys
     studies = {
         # The open study's rows whose query or prompt is not among the shipped texts are kept
         # under ids derived from their text: they are real responses to real prompts.
         "open": import_seed_study(open_csv=results / "open_prompts_llama-3.1-8b.csv",
-                                  model=compare.MODEL, keep_unmatched=True),
-        # MMLU rows for questions outside the shipped 171 have no answer key, so their
-        # correctness is unknown: they stay out (and are counted in the report).
+                                  model=compare.MODEL, design_dir=design,
+                                  keep_unmatched=True),
+        # MMLU rows for questions without an answer key have unknown correctness: they stay
+        # out (and are counted in the report).
         "mmlu": import_seed_study(mmlu_csv=results / "mmlu_llama-3.1-8b_partial.csv",
-                                  model=compare.MODEL, keep_unmatched=False),
+                                  model=compare.MODEL, design_dir=design,
+                                  keep_unmatched=False),
     }
     out_tables: dict[str, object] = {}
     for name, imported in studies.items():
@@ -54,6 +57,7 @@ def import_and_analyze(seed_dir: Path, out: Path, n_boot: int) -> dict[str, obje
         write_results(folder, imported.generations, imported.scores,
                       {"import": imported.source})
         imported.unmatched.to_csv(folder / "unmatched.csv", index=False)
+        imported.notes.to_csv(folder / "import_notes.csv", index=False)
         out_tables[name] = analyze(folder, out=folder / "analysis", n_boot=n_boot, seed=0)
         out_tables[f"{name}_import"] = imported
     return out_tables
@@ -65,7 +69,10 @@ def _prefixed(section: Section, prefix: str, label: str) -> Section:
     return Section(f"{prefix}-{section.id}", f"{label}: {section.title}", blocks)
 
 
-def data_section(imports: dict[str, object]) -> Section:
+def data_section(imports: dict[str, object], published_tests: pd.DataFrame) -> Section:
+    mmlu_gens = imports["mmlu_import"].generations  # type: ignore[attr-defined]
+    per_query = mmlu_gens.groupby(["method", "query_id"])["prompt_id"].nunique().max()
+    per_method = int(published_tests["published_n"].max() // 2)
     lines = []
     for name, label in (("mmlu", "MMLU snapshot"), ("open", "Open-prompt study")):
         imp = imports[f"{name}_import"]
@@ -82,11 +89,13 @@ def data_section(imports: dict[str, object]) -> Section:
             f"{fmt.count(len(unmatched) - kept)} left out (listed in `unmatched.csv`)."
         )
     return Section("data", "What was re-analysed", [Text(
-        "The study's published means and tests come from its final runs (14 queries x 171 MMLU "
-        "questions per method), whose rows were not published. The rows that were published are "
-        "an MMLU snapshot (three methods, up to 30 questions per query) and the earlier "
-        "open-prompt study. Numbers therefore differ; what can be compared is how each analysis "
-        "treats the same kind of data, and which conclusions hold up.\n\n" + "\n".join(lines)
+        "The study's published means and tests come from its final runs (about "
+        f"{fmt.count(per_method)} responses per method and metric in each test), whose rows "
+        "were not published. The rows that were published are an MMLU snapshot "
+        f"({fmt.count(mmlu_gens['method'].nunique())} methods, up to "
+        f"{fmt.count(per_query)} questions per query) and the earlier open-prompt study. "
+        "Numbers therefore differ; what can be compared is how each analysis treats the same "
+        "kind of data, and which conclusions hold up.\n\n" + "\n".join(lines)
     )])
 
 
@@ -266,7 +275,7 @@ def build(seed_dir: Path, out: Path, n_boot: int = 2000) -> Path:
     m_data = ReportData(mmlu, title="MMLU snapshot")
     o_data = ReportData(openp, title="open-prompt study")
     sections = [
-        data_section(imports),
+        data_section(imports, tests),
         means_compare_section(means),
         tests_section(tests, len(pub_tests)),
         widths_section(tests),
