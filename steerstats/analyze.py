@@ -30,11 +30,11 @@ TABLES: dict[str, str] = {
     "accuracy": "MMLU accuracy by GEE and bootstrap, and the unparsed rate (stats.accuracy_model)",
     "tradeoff": "behaviour gain vs coherence and accuracy loss, Pareto front (stats.tradeoff)",
     "variance_components": "per metric: query, prompt, query:method and residual variance "
-                           "(stats.mixed_model)",
+    "(stats.mixed_model)",
     "emm": "per metric: mixed-model marginal means per model x method",
     "mixed_contrasts": "per metric: mixed-model contrasts against each baseline, Holm-adjusted",
     "reliability": "judge reliability per metric, overall (method empty) and per method "
-                   "(stats.reliability)",
+    "(stats.reliability)",
     "dose_curves": "means per strength for methods run at several strengths (from summary)",
     "skipped": "analyses not run, with the reason",
 }
@@ -87,47 +87,62 @@ def analyze(
 
     metrics = set(scores["metric"].dropna().astype(str))
     methods = set(scores["method"].dropna().astype(str))
-    boot = {"n_boot": n_boot, "seed": seed}
     present = [b for b in baselines if b in methods]
 
     tables["design"] = describe.design_table(scores, generations)
     tables["judging"] = describe.judging_table(scores)
     tables["parse_failures"] = describe.parse_failures(scores)
-    run("summary", lambda: stats.summarize(scores, **boot), None)
+    run("summary", lambda: stats.summarize(scores, n_boot=n_boot, seed=seed), None)
     run(
         "contrasts",
-        lambda: pd.concat([stats.paired_contrasts(scores, b, **boot) for b in present],
-                          ignore_index=True),
-        None if present and len(methods) > 1 else
-        f"no baseline method ({', '.join(baselines)}) alongside another method",
+        lambda: pd.concat(
+            [stats.paired_contrasts(scores, b, n_boot=n_boot, seed=seed) for b in present],
+            ignore_index=True,
+        ),
+        None
+        if present and len(methods) > 1
+        else f"no baseline method ({', '.join(baselines)}) alongside another method",
     )
-    run("accuracy", lambda: stats.accuracy_model(scores, **boot),
-        None if "accuracy" in metrics else "no accuracy metric (no MMLU prompts were scored)")
+    run(
+        "accuracy",
+        lambda: stats.accuracy_model(scores, n_boot=n_boot, seed=seed),
+        None if "accuracy" in metrics else "no accuracy metric (no MMLU prompts were scored)",
+    )
     run(
         "tradeoff",
-        lambda: stats.tradeoff(scores, present[0], **boot),
-        None if present and len(methods) > 1 and metrics & {"behavior", "coherence", "accuracy"}
-        else "needs a baseline method and another method scored on behavior, coherence or "
-             "accuracy",
+        lambda: stats.tradeoff(scores, present[0], n_boot=n_boot, seed=seed),
+        None
+        if present and len(methods) > 1 and metrics & {"behavior", "coherence", "accuracy"}
+        else "needs a baseline method and another method scored on behavior, coherence or accuracy",
     )
     rated = sorted(m for m in metrics if m != "accuracy")
     if rated and len(methods) > 1:
         mixed, failures = _mixed(scores, rated, [b for b in present if b in methods])
         tables.update(mixed)
-        skipped.extend({"analysis": "mixed_model", "reason": f"failed for {f}"}
-                       for f in failures)
+        skipped.extend({"analysis": "mixed_model", "reason": f"failed for {f}"} for f in failures)
     else:
-        skipped.append({"analysis": "mixed_model", "reason": "needs at least two methods "
-                        "scored on a rated (non-accuracy) metric"})
+        skipped.append(
+            {
+                "analysis": "mixed_model",
+                "reason": "needs at least two methods scored on a rated (non-accuracy) metric",
+            }
+        )
     judging = tables["judging"]
     repeated = judging[(judging["rater"] != "auto")].groupby("metric")["n_repeats"].sum()
-    run("reliability", lambda: _reliability(scores, list(repeated[repeated >= 2].index), **boot),
-        None if (repeated >= 2).any() else
-        "each response was judged once (one judge, one repeat), so agreement between "
-        "judgings cannot be estimated")
+    run(
+        "reliability",
+        lambda: _reliability(scores, list(repeated[repeated >= 2].index), n_boot=n_boot, seed=seed),
+        None
+        if (repeated >= 2).any()
+        else "each response was judged once (one judge, one repeat), so agreement between "
+        "judgings cannot be estimated",
+    )
     sweep = _sweep(tables.get("summary"))
-    run("dose_curves", lambda: sweep,
-        None if sweep is not None else "no method was run at more than one strength")
+    run(
+        "dose_curves",
+        lambda: sweep,
+        None if sweep is not None else "no method was run at more than one strength",
+    )
     tables["skipped"] = pd.DataFrame(skipped, columns=["analysis", "reason"])
     if out is not None:
         write_tables(tables, out)
@@ -141,18 +156,26 @@ def _arms(scores: pd.DataFrame) -> pd.DataFrame:
         return scores
     out = scores.copy()
     has = out["strength"].notna()
-    out.loc[has, "method"] = [f"{m} @ {float(s):g}" for m, s in
-                              zip(out.loc[has, "method"], out.loc[has, "strength"], strict=True)]
+    out.loc[has, "method"] = [
+        f"{m} @ {float(s):g}"
+        for m, s in zip(out.loc[has, "method"], out.loc[has, "strength"], strict=True)
+    ]
     out["strength"] = np.nan
     return out
 
 
-def _mixed(scores: pd.DataFrame, metrics: Sequence[str], baselines: Sequence[str],
-           ) -> tuple[dict[str, pd.DataFrame], list[str]]:
+def _mixed(
+    scores: pd.DataFrame,
+    metrics: Sequence[str],
+    baselines: Sequence[str],
+) -> tuple[dict[str, pd.DataFrame], list[str]]:
     """Fit the crossed mixed model per metric: (variance_components, emm and mixed_contrasts
     tables, each with a metric column; one message per metric whose fit failed)."""
     data = _arms(scores)
-    vcs, emms, cons, failures = [], [], [], []
+    vcs: list[pd.DataFrame] = []
+    emms: list[pd.DataFrame] = []
+    cons: list[pd.DataFrame] = []
+    failures: list[str] = []
     for metric in metrics:
         try:
             with warnings.catch_warnings():
@@ -176,8 +199,9 @@ def _lead(frame: pd.DataFrame, first: Sequence[str]) -> pd.DataFrame:
     return frame[[*first, *[c for c in frame.columns if c not in first]]]
 
 
-def _reliability(scores: pd.DataFrame, metrics: list[str], n_boot: int,
-                 seed: int | None) -> pd.DataFrame:
+def _reliability(
+    scores: pd.DataFrame, metrics: list[str], n_boot: int, seed: int | None
+) -> pd.DataFrame:
     """Reliability of the repeatedly judged ``metrics``, overall (``method`` empty) and per
     method, in one table."""
     overall = stats.reliability(scores, metrics=metrics, n_boot=n_boot, seed=seed)
@@ -205,8 +229,9 @@ def write_tables(tables: dict[str, pd.DataFrame], out: str | Path) -> None:
         table.to_json(folder / f"{name}.json", orient="records", indent=1, double_precision=15)
 
 
-def analyze_results(results: str | Path, *, out: str | Path | None = None,
-                    **options: object) -> dict[str, pd.DataFrame]:
+def analyze_results(
+    results: str | Path, *, out: str | Path | None = None, **options: object
+) -> dict[str, pd.DataFrame]:
     """:func:`analyze` a results directory, writing to ``out`` (default ``<results>/analysis``)."""
     target = Path(out) if out is not None else Path(results) / "analysis"
     return analyze(results, out=target, **options)  # type: ignore[arg-type]

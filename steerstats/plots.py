@@ -204,7 +204,7 @@ def reliability_forest(
 
 def _tradeoff_panel(
     data: pd.DataFrame, gain: str, cost: str, cost_title: str, pareto: str
-) -> alt.LayerChart:
+) -> AnyChart:
     base = alt.Chart(data).encode(
         color=alt.Color("model:N", legend=alt.Legend(orient="bottom")),
     )
@@ -229,9 +229,8 @@ def _tradeoff_panel(
     )
     zero_x = alt.Chart().mark_rule(color="#888", strokeDash=[3, 3]).encode(x=alt.datum(0))
     zero_y = alt.Chart().mark_rule(color="#888", strokeDash=[3, 3]).encode(y=alt.datum(0))
-    return alt.layer(zero_x, zero_y, xerr, yerr, points, labels).properties(
-        width=_PANEL_WIDTH, height=280
-    )
+    return alt.layer(zero_x, zero_y, xerr, yerr, points, labels,
+                     width=_PANEL_WIDTH, height=280)
 
 
 def tradeoff_scatter(

@@ -8,8 +8,8 @@ import altair as alt
 import numpy as np
 import pandas as pd
 import pytest
-
 import report_tables
+
 from steerstats import plots
 
 

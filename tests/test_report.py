@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 import report_tables
+
 from steerstats.reporting import (
     ReportData,
     build_sections,
     load_report,
-    write_report,
 )
 from steerstats.reporting import sections as sec
 from steerstats.reporting.content import Figure, Text

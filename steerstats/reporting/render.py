@@ -16,10 +16,10 @@ from datetime import UTC, datetime
 from importlib import resources
 
 import jinja2
-from markupsafe import Markup
 import latex2mathml.converter
 import vl_convert as vlc
 from markdown_it import MarkdownIt
+from markupsafe import Markup
 
 from steerstats import __version__
 from steerstats.reporting.content import Figure, Section, Table, Text

@@ -10,8 +10,7 @@ from collections.abc import Callable, Sequence
 
 import pandas as pd
 
-from steerstats import plots
-from steerstats import fmt
+from steerstats import fmt, plots
 from steerstats.reporting.content import Figure, Section, Table, Text
 from steerstats.reporting.data import ReportData
 
