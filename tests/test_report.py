@@ -110,6 +110,22 @@ def test_text_numbers_come_from_tables(results_dir: Path) -> None:
     assert f"{top:.2f}" in "".join(getattr(b, "markdown", "") for b in means.blocks)
 
 
+def test_analysis_is_computed_when_absent_or_stale(tmp_path: Path) -> None:
+    from steerstats.tidy import write_results
+
+    generations, scores = report_tables.tidy()
+    write_results(tmp_path, generations, scores, {"source": "test"})
+    data = load_report(tmp_path, n_boot=50)  # no analysis/ yet: it is run and written
+    assert (tmp_path / "analysis" / "summary.csv").exists() and "summary" in data.tables
+    before = (tmp_path / "analysis" / "summary.csv").stat().st_mtime
+    load_report(tmp_path, n_boot=50)  # up to date: read, not recomputed
+    assert (tmp_path / "analysis" / "summary.csv").stat().st_mtime == before
+    later = before + 10
+    os.utime(tmp_path / "scores.parquet", (later, later))  # the results changed since
+    load_report(tmp_path, n_boot=50)
+    assert (tmp_path / "analysis" / "summary.csv").stat().st_mtime > before
+
+
 def test_missing_analysis_says_why(results_dir: Path) -> None:
     tables = dict(load_report(results_dir).tables)
     del tables["reliability"]

@@ -38,23 +38,34 @@ __all__ = [
 Renderer = Literal["auto", "quarto", "builtin"]
 
 
-def load_report(results: str | Path, *, title: str | None = None) -> ReportData:
+def load_report(results: str | Path, *, title: str | None = None,
+                n_boot: int = 2000) -> ReportData:
     """The report's input for a results directory: its analysis tables and manifest.
 
-    Reads ``<results>/analysis/*.csv``; when that folder is absent the analysis is run first
-    (``steerstats.analyze.analyze``) and its tables are written there.
+    Reads ``<results>/analysis/*.csv``; when that folder is absent, or older than the results'
+    tables, the analysis is run first (``steerstats.analyze.analyze``) and written there.
     """
     path = Path(results)
     analysis = path / "analysis"
-    if analysis.is_dir():
+    if analysis.is_dir() and not _stale(path, analysis):
         tables = read_tables(analysis)
     else:
         from steerstats.analyze import analyze_results  # the report layer sits above analysis
 
-        tables = analyze_results(path, out=analysis)
+        tables = analyze_results(path, out=analysis, n_boot=n_boot)
     name = path.resolve().name
     return ReportData(tables=tables, manifest=read_manifest(path),
                       title=title or f"steerstats report: {name}", source=str(path))
+
+
+def _stale(results: Path, analysis: Path) -> bool:
+    """True when a tidy table of ``results`` is newer than the analysis written from it."""
+    written = [p.stat().st_mtime for p in analysis.glob("*.csv")]
+    if not written:
+        return True
+    inputs = [p.stat().st_mtime for name in ("generations", "scores") for ext in ("parquet", "csv")
+              if (p := results / f"{name}.{ext}").exists()]
+    return bool(inputs) and max(inputs) > min(written)
 
 
 def quarto_source() -> Path | None:
