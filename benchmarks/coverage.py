@@ -2,10 +2,11 @@
 
 Data come from a crossed random-effects model with 14 queries (``simulate_crossed``: query,
 prompt, query x method, response and judge-repeat terms; 10 topic prompts nested in each
-query plus 20 shared prompts; 3 judge repeats), in two scenarios (``SCENARIOS``): between-query
-variation dominant (the main one, where the >= 0.93 target is checked), and prompt/noise
-dominant (fewer data sets; shows how conservative the intervals get there). The truth is each method's mean over new
-queries and prompts (and each method's difference from control). For every simulated data set
+query plus 20 shared prompts; 3 judge repeats), in two scenarios (``SCENARIOS``):
+between-query variation dominant (the main one, where the >= 0.93 target is checked), and
+prompt/noise dominant (fewer data sets; shows how conservative the intervals get there).
+The truth is each method's mean over new queries and prompts (and each method's difference
+from control). For every simulated data set
 we record whether each interval covers the truth, for:
 
 - ``naive``: row-level intervals that treat every rating as independent (mean +/- z*SD/sqrt(n);

@@ -76,7 +76,8 @@ def test_table_layout_and_unparsed_outcome(
     assert (bad["n"] == 180).all()
     assert (acc["n"] + bad["estimate"] * bad["n"]).round().eq(180).all()
     assert ((boot["ci_low"] >= 0) & (boot["ci_high"] <= 1)).all()
-    assert (boot["ci_low"] <= boot["estimate"]).all() and (boot["estimate"] <= boot["ci_high"]).all()
+    assert (boot["ci_low"] <= boot["estimate"]).all()
+    assert (boot["estimate"] <= boot["ci_high"]).all()
 
 
 def test_bootstrap_interval_is_wider_than_question_only_gee(reference_table: pd.DataFrame) -> None:

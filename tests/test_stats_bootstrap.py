@@ -63,13 +63,17 @@ def test_replicate_sums_match_brute_force_row_expansion() -> None:
     np.testing.assert_allclose(res.estimate, frame.groupby("g")["x"].mean().to_numpy())
 
 
-def test_replicate_sums_three_factors_and_shape_checks() -> None:
+def test_replicate_sums_three_factors_chunks_and_shape_checks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     rng = np.random.default_rng(2)
     cells = rng.random((2, 3, 4, 5, 2))
     weights = cluster_weights([3, 4, 5], n_boot=6, seed=0)
     got = replicate_sums(cells, weights)
     want = np.einsum("gijkc,bi,bj,bk->bgc", cells, *weights)
     np.testing.assert_allclose(got, want, rtol=1e-12)
+    monkeypatch.setattr("steerstats.stats.bootstrap._CHUNK_FLOATS", 50)  # 2 replicates a chunk
+    np.testing.assert_allclose(replicate_sums(cells, weights), want, rtol=1e-12)
     with pytest.raises(ValueError, match="levels"):
         replicate_sums(cells, [weights[0], weights[0], weights[2]])
     with pytest.raises(ValueError, match="dimensions"):

@@ -35,8 +35,8 @@ def test_default_interval_covers_and_row_level_does_not() -> None:
     hits: dict[str, list[np.ndarray]] = {k: [] for k in ("t", "pct", "naive", "t_d", "naive_d")}
     for i in range(N_SIMS):
         sim = simulate_crossed(
-            MEANS, n_queries=10, n_topic=3, n_common=5, n_repeats=1, seed=np.random.default_rng([2026, i]),
-            **SDS,
+            MEANS, n_queries=10, n_topic=3, n_common=5, n_repeats=1,
+            seed=np.random.default_rng([2026, i]), **SDS,
         )
         res = cluster_bootstrap(sim, groups=["method"], n_boot=400, seed=i)
         assert res.groups["method"].tolist() == methods

@@ -50,6 +50,7 @@ IntArray = npt.NDArray[np.intp]
 # A warning when more than this share of replicates left a group with no observations at all
 # (its clusters all drew weight zero), so its replicate mean is undefined and is dropped.
 _EMPTY_REPLICATE_WARN = 0.05
+_CHUNK_FLOATS = 4_000_000
 
 
 def check_bootstrap_args(n_boot: int, confidence: float, ci_method: str) -> None:
@@ -130,8 +131,9 @@ def replicate_sums(cells: FloatArray, weights: Sequence[FloatArray]) -> FloatArr
     Notes
     -----
     The largest factor is contracted first with one matrix product; the others with batched
-    matrix products on the (small) remainder, all on one BLAS thread. Any statistic that is a ratio or other smooth function
-    of weighted sums (means, proportions, slopes) can be bootstrapped from the result.
+    matrix products on the (small) remainder, all on one BLAS thread. Any statistic that is
+    a ratio or other smooth function of weighted sums (means, proportions, slopes) can be
+    bootstrapped from the result.
 
     Examples
     --------
@@ -158,15 +160,23 @@ def replicate_sums(cells: FloatArray, weights: Sequence[FloatArray]) -> FloatArr
     ws = [weights[i] for i in order]
     x = np.moveaxis(x, -2, 0)
     rest = x.shape[1:]
+    x2 = x.reshape(x.shape[0], -1)
+    out = np.empty((n_boot, cells.shape[0], cells.shape[-1]))
+    # Replicates in chunks, so the (chunk x groups x other levels x stats) intermediate stays
+    # near _CHUNK_FLOATS floats (~32 MB) however many groups and levels there are.
+    step = max(1, _CHUNK_FLOATS // max(1, x2.shape[1]))
     with _single_thread_blas():
-        y = (ws[-1] @ x.reshape(x.shape[0], -1)).reshape((n_boot, *rest))
-        for w in reversed(ws[:-1]):
-            # (B, ..., L, K) contracted with (B, L) over L, as one batched matrix product.
-            lead = y.shape[1:-2]
-            n_lev, n_stat = y.shape[-2], y.shape[-1]
-            flat = np.moveaxis(y, -2, -1).reshape(n_boot, -1, n_lev)
-            y = np.matmul(flat, w[:, :, None]).reshape((n_boot, *lead, n_stat))
-    return np.asarray(y, dtype=np.float64)
+        for start in range(0, n_boot, step):
+            stop = min(n_boot, start + step)
+            y = (ws[-1][start:stop] @ x2).reshape((stop - start, *rest))
+            for w in reversed(ws[:-1]):
+                # (b, ..., L, K) contracted with (b, L) over L, as one batched matrix product.
+                lead = y.shape[1:-2]
+                n_lev, n_stat = y.shape[-2], y.shape[-1]
+                flat = np.moveaxis(y, -2, -1).reshape(stop - start, -1, n_lev)
+                y = np.matmul(flat, w[start:stop, :, None]).reshape((stop - start, *lead, n_stat))
+            out[start:stop] = y
+    return out
 
 
 @functools.cache
@@ -371,7 +381,7 @@ def cluster_bootstrap(
     size = int(np.prod(shape))
     cells = np.stack(
         [np.bincount(flat, weights=stats[:, k], minlength=size) for k in range(2)], axis=-1
-    ).reshape((*shape, 2))
+    ).reshape((*shape, 2)).astype(np.float64)
     totals = cells.sum(axis=tuple(range(1, len(names) + 1)))
     estimate = _ratio(totals[:, 0], totals[:, 1])
     counts = cells[..., 1]
@@ -408,9 +418,9 @@ def warn_few_clusters(result: BootstrapResult, stacklevel: int = 3) -> None:
     has = result.n_obs > 0
     if not has.any():
         return
-    single = (result.n_clusters[has] < 2).any(axis=0)
-    if single.any():
-        names = [c for c, s in zip(result.clusters, single, strict=True) if s]
+    few = result.n_clusters[has] < 2
+    names = [c for i, c in enumerate(result.clusters) if bool(few[:, i].any())]
+    if names:
         warnings.warn(
             f"some estimates rest on a single level of {names}: variation between "
             f"{names} cannot be estimated, so their CIs are NaN. To get intervals conditional "
