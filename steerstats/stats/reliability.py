@@ -9,7 +9,6 @@ from contextlib import contextmanager
 import krippendorff
 import numpy as np
 import pandas as pd
-import pingouin
 
 from steerstats.stats._data import numeric_values, require_columns
 
@@ -39,6 +38,8 @@ def _as_list(x: str | Sequence[str] | None) -> list[str]:
 @contextmanager
 def _pingouin_unrounded() -> Iterator[None]:
     """pingouin rounds CI95 to two decimals by default (``pingouin.options``); not here."""
+    import pingouin
+
     saved = dict(pingouin.options)
     try:
         pingouin.options.clear()
@@ -61,6 +62,8 @@ def _icc_rows(wide: np.ndarray) -> list[dict[str, object]]:
         # Not estimable: fewer than two complete targets, one occasion, or no variation.
         return [{"statistic": s, "estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan, **base}
                 for s in _ICC_LABELS.values()]
+    import pingouin  # imported here: it takes seconds, and only ICCs need it
+
     long = pd.DataFrame(
         {
             "target": np.repeat(np.arange(n), k),
