@@ -1,13 +1,13 @@
 """The disk cache: content-addressed requests -> records (diskcache, SQLite underneath).
 
 A key is the SHA-256 of the canonical JSON of everything that determines an answer (DESIGN.md).
-Three kinds of entry share one directory:
+Three kinds of entry live under one directory:
 
 - results (``r/<key>``): a finished generation or judgement, written the moment it finishes;
-- failures (``f/<key>``): the last error, attempt count and time of a task that has not yet
-  succeeded; never a result, cleared by a later success;
 - resolutions (``m/<digest>``): memoised method resolutions (Auto Steer edits, feature searches),
-  implementing :class:`steerstats.methods.base.ResolutionCache`.
+  implementing :class:`steerstats.methods.base.ResolutionCache`;
+- failures (``failures/``, a store of their own so a success can clear one cheaply): the last
+  error, attempt count and time of a task that has not yet succeeded; never a result.
 
 Values are stored as JSON text, so the cache is readable without this package. Nothing secret
 goes in: backends' ``identity()`` drops secret option names and error texts are redacted.
@@ -32,7 +32,6 @@ import diskcache
 
 KEY_VERSION = 1
 _RESULT = "r/"
-_FAILURE = "f/"
 _RESOLUTION = "m/"
 
 
@@ -137,9 +136,12 @@ class Cache:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         # Entries are JSON text, small: keep them in SQLite rather than as separate files.
-        self._dc = diskcache.Cache(str(self.directory), disk_min_file_size=2**22,
-                                   size_limit=2**40, cull_limit=0)
+        # JSON text kept in SQLite (not separate files); never evicted.
+        settings = {"disk_min_file_size": 2**22, "eviction_policy": "none", "cull_limit": 0}
+        self._dc = diskcache.Cache(str(self.directory), **settings)
+        self._fail = diskcache.Cache(str(self.directory / "failures"), **settings)
         self._locks: dict[str, asyncio.Lock] = {}
+        self._failed: set[str] | None = None  # keys with a failure record, loaded on first use
         self.resolutions = ResolutionLedger()
 
     # results ---------------------------------------------------------------------------------
@@ -153,15 +155,27 @@ class Cache:
 
     def put(self, key: str, record: Mapping[str, Any]) -> None:
         """Store a finished record (JSON-able) and clear any failure recorded for ``key``."""
-        text = json.dumps(_jsonable(record), ensure_ascii=False, allow_nan=False)
-        with self._dc.transact():
-            self._dc.set(_RESULT + key, text)
-            self._dc.delete(_FAILURE + key)
+        try:
+            text = json.dumps(record, ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError):  # NaN, tuples of objects, numpy scalars...
+            text = json.dumps(_jsonable(record), ensure_ascii=False, allow_nan=False)
+        self._dc.set(_RESULT + key, text)
+        if key in self._failed_keys():
+            self._fail.delete(key)
+            self._failed.discard(key)  # type: ignore[union-attr]
+
+    def results(self) -> Iterator[dict[str, Any]]:
+        """Every finished record (generations and judgements), in no particular order."""
+        for k in self._dc.iterkeys():
+            if isinstance(k, str) and k.startswith(_RESULT):
+                raw = self._dc.get(k)
+                if raw is not None:
+                    yield json.loads(raw)
 
     # failures --------------------------------------------------------------------------------
     def failure(self, key: str) -> dict[str, Any] | None:
         """The recorded failure for ``key`` (error, attempts, last_at, kind), or None."""
-        raw = self._dc.get(_FAILURE + key)
+        raw = self._fail.get(key)
         return None if raw is None else json.loads(raw)
 
     def record_failure(self, key: str, kind: str, error: str, attempts: int,
@@ -169,9 +183,9 @@ class Cache:
         """Add ``attempts`` to the failure count of ``key`` and keep the latest error (redacted).
 
         Does nothing if a result exists (a success is never overwritten by a failure)."""
-        with self._dc.transact():
-            if (_RESULT + key) in self._dc:
-                return {}
+        if (_RESULT + key) in self._dc:
+            return {}
+        with self._fail.transact():
             prev = self.failure(key) or {}
             rec = {
                 "key": key,
@@ -182,20 +196,27 @@ class Cache:
                 "last_at": now_iso(),
                 "detail": _jsonable(dict(detail or {})),
             }
-            self._dc.set(_FAILURE + key, json.dumps(rec, ensure_ascii=False, allow_nan=False))
+            self._fail.set(key, json.dumps(rec, ensure_ascii=False, allow_nan=False))
+        self._failed_keys().add(key)
         return rec
 
     def clear_failure(self, key: str) -> None:
         """Forget the failure recorded for ``key`` (after a success that is not a result)."""
-        self._dc.delete(_FAILURE + key)
+        if key in self._failed_keys():
+            self._fail.delete(key)
+            self._failed.discard(key)  # type: ignore[union-attr]
+
+    def _failed_keys(self) -> set[str]:
+        if self._failed is None:
+            self._failed = {k for k in self._fail.iterkeys() if isinstance(k, str)}
+        return self._failed
 
     def failures(self) -> Iterator[dict[str, Any]]:
         """Every recorded failure."""
-        for k in self._dc.iterkeys():
-            if isinstance(k, str) and k.startswith(_FAILURE):
-                raw = self._dc.get(k)
-                if raw is not None:
-                    yield json.loads(raw)
+        for k in self._fail.iterkeys():
+            raw = self._fail.get(k)
+            if raw is not None:
+                yield json.loads(raw)
 
     # resolutions (ResolutionCache protocol) --------------------------------------------------
     def resolution_key(self, namespace: str, key: Mapping[str, Any]) -> str:
@@ -262,6 +283,7 @@ class Cache:
     # housekeeping ----------------------------------------------------------------------------
     def close(self) -> None:
         self._dc.close()
+        self._fail.close()
 
     def __enter__(self) -> Cache:
         return self

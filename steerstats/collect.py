@@ -91,6 +91,7 @@ class Session:
     def __init__(self, config: Experiment, *, cache: Cache | None = None,
                  dry: bool = False) -> None:
         self.config = config
+        self._own_cache = cache is None
         self.cache = cache if cache is not None else Cache(config.cache_path)
         self.meter = Meter(
             budget=Budget(config.budget.max_usd, config.budget.max_calls),
@@ -102,14 +103,18 @@ class Session:
             seed=config.experiment.seed,
         )
         self._raw: dict[str, Backend] = {}
+        self._by_label: dict[str, MeteredBackend] = {}
+        self._judge_proxies: dict[str, MeteredBackend | None] = {}
         self.methods: dict[str, Method] = {
             ms.column: create_method(ms.name, dict(ms.params)) for ms in config.methods
         }
         self.judges: dict[str, Judge] = {}
         self.judge_specs: dict[str, JudgeSpec] = {js.label: js for js in config.judges}
+        self.repeats: dict[str, int] = {}
         for js in config.judges:
             judge = create_judge(js.name, dict(js.params))
-            for attr, value in (("repeats", js.repeats), ("rater", js.rater_label)):
+            self.repeats[js.label] = js.effective_repeats(int(getattr(judge, "repeats", 1)))
+            for attr, value in (("repeats", self.repeats[js.label]), ("rater", js.rater_label)):
                 try:
                     setattr(judge, attr, value)
                 except AttributeError:  # frozen judges keep their own; the spec still rules
@@ -140,10 +145,15 @@ class Session:
 
     def model_backend(self, label: str) -> MeteredBackend:
         """The metered backend of the model (or helper) labelled ``label``."""
+        proxy = self._by_label.get(label)
+        if proxy is not None:
+            return proxy
         for section, specs in (("models", self.config.models), ("helpers", self.config.helpers)):
             for i, spec in enumerate(specs):
                 if spec.name == label:
-                    return self.meter.wrap(self._spec_backend(spec, f"{section}[{i}]"))
+                    proxy = self.meter.wrap(self._spec_backend(spec, f"{section}[{i}]"))
+                    self._by_label[label] = proxy
+                    return proxy
         valid = ", ".join(m.name for m in (*self.config.models, *self.config.helpers))
         raise ConfigError(f"no model or helper labelled {label!r}; valid labels: {valid}")
 
@@ -151,11 +161,16 @@ class Session:
 
     def judge_backend(self, label: str) -> MeteredBackend | None:
         """The metered chat backend of judge ``label`` (None for computed judges)."""
+        if label in self._judge_proxies:
+            return self._judge_proxies[label]
         js = self.judge_specs[label]
-        if js.backend is None or js.model is None:
-            return None
-        i = self.config.judges.index(js)
-        return self.meter.wrap(self._backend(js.backend, js.model, js.options, f"judges[{i}]"))
+        proxy = None
+        if js.backend is not None and js.model is not None:
+            i = self.config.judges.index(js)
+            proxy = self.meter.wrap(self._backend(js.backend, js.model, js.options,
+                                                  f"judges[{i}]"))
+        self._judge_proxies[label] = proxy
+        return proxy
 
     def context(self, model_label: str) -> MethodContext:
         """What a method may use while resolving for ``model_label``."""
@@ -171,6 +186,10 @@ class Session:
         for b in self._raw.values():
             await b.aclose()
         self._raw.clear()
+        self._by_label.clear()
+        self._judge_proxies.clear()
+        if self._own_cache:
+            self.cache.close()
 
     async def __aenter__(self) -> Session:
         return self
@@ -242,6 +261,7 @@ class Plan:
     generations: list[GenerationTask]
     judgements: list[JudgeTask]
     unresolved: dict[tuple[str, str, float | None, str], str] = field(default_factory=dict)
+    units: dict[_Unit, _UnitTasks] = field(default_factory=dict)
 
     def generation_keys(self) -> list[str]:
         return list(dict.fromkeys(g.key for g in self.generations if g.key is not None))
@@ -346,8 +366,17 @@ async def plan(
             await session.aclose()
 
 
+@dataclass
+class _UnitTasks:
+    intervention: Intervention | None
+    note: str | None
+    generations: list[GenerationTask]
+    judgements: list[JudgeTask]
+
+
 async def _plan(config: Experiment, session: Session, limit_queries: int | None,
-                limit_prompts: int | None) -> Plan:
+                limit_prompts: int | None, previous: Plan | None = None) -> Plan:
+    """Build the plan; units ``previous`` already resolved (same session) are reused as is."""
     queries = experiment_queries(config, limit_queries)
     prompts = experiment_prompts(config, queries, limit_prompts)
     units = [
@@ -357,15 +386,28 @@ async def _plan(config: Experiment, session: Session, limit_queries: int | None,
         for strength in (ms.strengths if ms.strengths is not None else (None,))
         for q in queries
     ]
-    resolved = await asyncio.gather(*(_resolve(session, u) for u in units))
+    reuse = {} if previous is None else {
+        u: t for u, t in previous.units.items() if t.intervention is not None
+    }
+    todo = [u for u in units if u not in reuse]
+    resolved = dict(zip(todo, await asyncio.gather(*(_resolve(session, u) for u in todo)),
+                        strict=True))
 
-    generations: list[GenerationTask] = []
-    unresolved: dict[tuple[str, str, float | None, str], str] = {}
     identities = {m.name: session.model_backend(m.name).identity() for m in config.models}
+    judge_ids = {label: j.identity() for label, j in session.judges.items()}
+    judge_backends = {}
+    for label in session.judges:
+        jb = session.judge_backend(label)
+        judge_backends[label] = None if jb is None else jb.identity()
     samples = config.sampling.samples
-    for unit, (iv, note) in zip(units, resolved, strict=True):
-        if iv is None:
-            unresolved[(unit.model, unit.method, unit.strength, unit.query.id)] = note or ""
+
+    by_unit: dict[_Unit, _UnitTasks] = {}
+    for unit in units:
+        if unit in reuse:
+            by_unit[unit] = reuse[unit]
+            continue
+        iv, note = resolved[unit]
+        gens: list[GenerationTask] = []
         for prompt in prompts[unit.query.id]:
             for s in range(samples):
                 g = GenerationTask(unit.model, unit.method, unit.strength, unit.query, prompt, s)
@@ -375,26 +417,26 @@ async def _plan(config: Experiment, session: Session, limit_queries: int | None,
                     g.intervention = iv
                     g.request = _request(config, iv, prompt, s)
                     g.key = generation_key(identities[unit.model], iv, g.request, s)
-                generations.append(g)
+                gens.append(g)
+        judgements: list[JudgeTask] = []
+        for g in gens:
+            for js in config.judges:
+                if not session.judges[js.label].applies_to(g.prompt):
+                    continue
+                for r in range(session.repeats[js.label]):
+                    key = None
+                    if g.key is not None:
+                        key = judgement_key(judge_ids[js.label], judge_backends[js.label], g.key,
+                                            g.query, g.prompt, r)
+                    judgements.append(JudgeTask(g, js.label, r, key))
+        by_unit[unit] = _UnitTasks(iv, note, gens, judgements)
 
-    judgements: list[JudgeTask] = []
-    judge_ids = {label: j.identity() for label, j in session.judges.items()}
-    judge_backends = {}
-    for label in session.judges:
-        jb = session.judge_backend(label)
-        judge_backends[label] = None if jb is None else jb.identity()
-    for g in generations:
-        for js in config.judges:
-            judge = session.judges[js.label]
-            if not judge.applies_to(g.prompt):
-                continue
-            for r in range(js.repeats):
-                key = None
-                if g.key is not None:
-                    key = judgement_key(judge_ids[js.label], judge_backends[js.label], g.key,
-                                        g.query, g.prompt, r)
-                judgements.append(JudgeTask(g, js.label, r, key))
-    return Plan(config, session, queries, prompts, generations, judgements, unresolved)
+    unresolved = {(u.model, u.method, u.strength, u.query.id): t.note or ""
+                  for u, t in by_unit.items() if t.intervention is None}
+    return Plan(config, session, queries, prompts,
+                [g for t in by_unit.values() for g in t.generations],
+                [j for t in by_unit.values() for j in t.judgements],
+                unresolved, by_unit)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -452,6 +494,14 @@ class _Runner:
         self.summary = summary
         self.advance = advance
 
+    def _stopped(self, key: str, kind: str, calls: int, exc: BudgetExceeded,
+                 detail: dict[str, Any]) -> None:
+        """A task the budget stopped after attempts that failed: keep those attempts on record
+        (they count against max_calls on the next run), else it is simply still pending."""
+        if calls:
+            self.cache.record_failure(
+                key, kind, f"stopped after {calls} failed attempt(s): {exc}", calls, detail)
+
     async def generation(self, key: str, task: GenerationTask, request: GenerationRequest,
                          judges: list[JudgeTask]) -> None:
         backend = self.session.model_backend(task.model)
@@ -459,7 +509,8 @@ class _Runner:
         with track_usage() as usage:
             try:
                 res = await backend.generate(request)
-            except BudgetExceeded:
+            except BudgetExceeded as exc:
+                self._stopped(key, "generation", usage.calls, exc, task.meta())
                 self.summary.budget_pending += 1 + len(judges)
                 self.advance(1 + len(judges))
                 return
@@ -512,7 +563,9 @@ class _Runner:
         with track_usage() as usage:
             try:
                 rows = _score_rows(await judge.score(item, jt.repeat, jb))
-            except BudgetExceeded:
+            except BudgetExceeded as exc:
+                self._stopped(key, "judgement", usage.calls, exc,
+                              {**g.meta(), "judge": jt.judge, "repeat": jt.repeat})
                 self.summary.budget_pending += 1
                 self.advance(1)
                 return
@@ -692,17 +745,22 @@ def recorded_usage(p: Plan, keys: Iterable[str] | None = None) -> tuple[float, i
 
 async def _collect(config: Experiment, limit_queries: int | None, limit_prompts: int | None,
                    progress: bool, console: Any) -> RunSummary:
-    async with Session(config, dry=True) as session:
-        dry_plan = await _plan(config, session, limit_queries, limit_prompts)
+    budgeted = config.budget.max_usd is not None or config.budget.max_calls is not None
+    async with Session(config, dry=budgeted) as session:
+        dry_plan = None
         budget = session.meter.budget
-        budget.spent_usd, budget.calls = recorded_usage(dry_plan)
-        known = {*dry_plan.generation_keys(), *dry_plan.judgement_keys()}
-        session.dry = False
-        live = await _plan(config, session, limit_queries, limit_prompts)
-        new = [k for k in (*live.generation_keys(), *live.judgement_keys()) if k not in known]
-        usd, calls = recorded_usage(live, new)
-        budget.spent_usd += usd
-        budget.calls += calls
+        if budgeted:
+            # What the experiment has already spent, before resolving anything that costs.
+            dry_plan = await _plan(config, session, limit_queries, limit_prompts)
+            budget.spent_usd, budget.calls = recorded_usage(dry_plan)
+            session.dry = False
+        live = await _plan(config, session, limit_queries, limit_prompts, previous=dry_plan)
+        if dry_plan is not None:
+            known = {*dry_plan.generation_keys(), *dry_plan.judgement_keys()}
+            new = [k for k in (*live.generation_keys(), *live.judgement_keys()) if k not in known]
+            usd, calls = recorded_usage(live, new)
+            budget.spent_usd += usd
+            budget.calls += calls
         return await run(live, progress=progress, console=console)
 
 

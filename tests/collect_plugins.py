@@ -1,7 +1,9 @@
-"""Test-only judges, registered on import (experiment files list this module in `plugins`).
+"""Test-only judges and a method, registered on import (test experiment files list this module
+in ``plugins``).
 
 ``test-rubric`` asks its chat backend for a ``<score>N</score>`` (the fake server and the mock
-backend answer those) and parses it; ``test-length`` is computed (rater "auto").
+backend answer those) and parses it; ``test-length`` is computed (rater "auto");
+``test-picker`` resolves through a helper chat model and the resolution cache.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import re
 from steerstats.backends.base import Backend, GenerationRequest
 from steerstats.judges import judge
 from steerstats.judges.base import Judge, JudgeInput, Score, text_digest
+from steerstats.methods import method
+from steerstats.methods.base import Intervention, Method, MethodContext, Query
 
 TEMPLATE = "Rate how well the response does this: {query}. Reply with <score>N</score>, N in 1-5."
 
@@ -52,3 +56,29 @@ def rubric_for_tests() -> Judge:
 @judge("test-length", metrics=("length",))
 def length_for_tests() -> Judge:
     return LengthForTests()
+
+
+class PickerForTests(Method):
+    """Resolves by asking a helper chat model for a system prompt, memoised in the resolution
+    cache (like an agentic feature picker): re-runs must not ask again."""
+
+    def __init__(self, helper: str) -> None:
+        self.helper = helper
+
+    async def resolve(self, query: Query, strength: float | None, ctx: MethodContext
+                      ) -> Intervention:
+        async def ask() -> str:
+            if ctx.chat_backend is None:
+                raise ValueError("test-picker needs chat backends")
+            res = await ctx.chat_backend(self.helper).generate(GenerationRequest(
+                messages=[{"role": "user", "content": f"Write a system prompt to {query.text}."}],
+                temperature=0.0, max_tokens=32))
+            return res.text
+
+        text = await ctx.cache.get_or_compute("test-picker", {"query": query.text}, ask)
+        return Intervention(system_prompt=str(text), detail={"picked_by": self.helper})
+
+
+@method("test-picker")
+def picker_for_tests(helper: str) -> Method:
+    return PickerForTests(helper)
