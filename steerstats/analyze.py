@@ -36,6 +36,12 @@ TABLES: dict[str, str] = {
     "reliability": "judge reliability per metric, overall (method empty) and per method "
     "(stats.reliability)",
     "dose_curves": "means per strength for methods run at several strengths (from summary)",
+    "dose_response": "per-query slopes of each metric on strength, anti-steerable flags "
+                     "(stats.dose_response)",
+    "steerability": "per model x method x metric: spread of the per-query slopes",
+    "dose_selection": "strength chosen on half the prompts, evaluated on the other half",
+    "mde": "per rated metric: minimum detectable paired difference for this design and for "
+           "twice the queries (stats.mde, from the fitted variance components)",
     "skipped": "analyses not run, with the reason",
 }
 
@@ -79,8 +85,8 @@ def analyze(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 table = compute()
-        except (RuntimeError, ValueError, np.linalg.LinAlgError) as exc:
-            skipped.append({"analysis": name, "reason": f"failed: {exc}"})
+        except (RuntimeError, ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
+            skipped.append({"analysis": name, "reason": f"failed: {type(exc).__name__}: {exc}"})
             return
         if table is not None:
             tables[name] = table
@@ -143,6 +149,12 @@ def analyze(
         lambda: sweep,
         None if sweep is not None else "no method was run at more than one strength",
     )
+    run("dose_response", lambda: _dose(scores, tables),
+        None if sweep is not None and "behavior" in metrics else
+        "no method was run at more than one strength on the behavior metric")
+    vc = tables.get("variance_components")
+    run("mde", lambda: _mde(scores, vc, tables["design"], seed),
+        None if vc is not None else "no fitted variance components (the mixed model did not run)")
     tables["skipped"] = pd.DataFrame(skipped, columns=["analysis", "reason"])
     if out is not None:
         write_tables(tables, out)
@@ -208,6 +220,38 @@ def _reliability(
     per_method = stats.reliability(scores, "method", metrics=metrics, n_boot=n_boot, seed=seed)
     overall.insert(0, "method", np.nan)
     return pd.concat([overall, per_method], ignore_index=True)
+
+
+def _dose(scores: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> None:
+    """Fill dose_response (slopes), steerability and dose_selection."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        result = stats.dose_response(scores)
+    tables["steerability"] = result.steerability
+    tables["dose_selection"] = result.selection
+    tables["dose_response"] = result.slopes
+
+
+def _mde(scores: pd.DataFrame, components: pd.DataFrame, design: pd.DataFrame,
+         seed: int | None) -> pd.DataFrame:
+    """MDE per rated metric for this design (queries, prompts per query, samples) and for
+    twice the queries."""
+    rows = []
+    for metric, vc in components.groupby("metric", sort=True):
+        rated = scores[scores["metric"] == metric]
+        n_queries = int(rated["query_id"].nunique())
+        n_prompts = int(rated.groupby("query_id")["prompt_id"].nunique().median())
+        n_repeats = int(rated["sample"].nunique()) if "sample" in rated else 1
+        if n_queries < 2 or n_prompts < 1:
+            continue
+        table = stats.mde(vc[["group", "variance"]], n_queries=[n_queries, 2 * n_queries],
+                          n_prompts=n_prompts, n_repeats=n_repeats, seed=seed)
+        table.insert(0, "design", ["this design", "twice the queries"])
+        table.insert(0, "metric", metric)
+        rows.append(table)
+    if not rows:
+        raise ValueError("no rated metric has two or more queries")
+    return pd.concat(rows, ignore_index=True)
 
 
 def _sweep(summary: pd.DataFrame | None) -> pd.DataFrame | None:

@@ -58,14 +58,16 @@ def test_skips_are_reported_with_reasons() -> None:
     tables = analyze((None, scores), n_boot=100)
     reasons = dict(zip(tables["skipped"]["analysis"], tables["skipped"]["reason"], strict=True))
     assert set(reasons) == {"contrasts", "accuracy", "tradeoff", "mixed_model", "reliability",
-                            "dose_curves"}
+                            "dose_curves", "dose_response", "mde"}
+    assert "mixed model did not run" in reasons["mde"]
     assert "judged once" in reasons["reliability"]
     assert "two methods" in reasons["mixed_model"]
     assert "no accuracy metric" in reasons["accuracy"]
     assert "summary" in tables and "contrasts" not in tables
 
 
-def test_cli_analyze_prints_and_writes(scores: pd.DataFrame, tmp_path: Path) -> None:
+def test_cli_analyze_prints_and_writes(tmp_path: Path) -> None:
+    scores = example_scores(seed=2, n_queries=3, n_topic=2, n_common=2, n_mmlu=4)
     results = tmp_path / "results"
     generations = pd.DataFrame({c: pd.Series(dtype=object) for c in GENERATION_COLUMNS})
     write_results(results, generations, scores, {"source": "example_scores"})
@@ -79,3 +81,17 @@ def test_cli_analyze_prints_and_writes(scores: pd.DataFrame, tmp_path: Path) -> 
 def test_missing_scores_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not a results directory"):
         analyze(tmp_path)
+
+
+def test_a_failing_analysis_is_reported_not_fatal(scores: pd.DataFrame,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from steerstats import stats
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ZeroDivisionError("float division by zero")
+
+    monkeypatch.setattr(stats, "dose_response", broken)
+    tables = analyze((None, scores), n_boot=50)
+    reasons = dict(zip(tables["skipped"]["analysis"], tables["skipped"]["reason"], strict=True))
+    assert reasons == {"dose_response": "failed: ZeroDivisionError: float division by zero"}
+    assert "summary" in tables and "dose_response" not in tables

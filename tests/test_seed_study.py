@@ -32,7 +32,8 @@ def test_seed_study_report(tmp_path: Path) -> None:
     assert page == out / "report" / "index.html"
     html = page.read_text()
     for anchor in ("data", "published-means", "survive", "widths", "query-variance", "limits",
-                   "mmlu-means", "mmlu-contrasts", "open-means", "methods"):
+                   "mmlu-means", "mmlu-contrasts", "mmlu-power", "open-means", "open-power",
+                   "methods"):
         assert f'<section id="{anchor}"' in html, anchor
     assert "<script" not in html
 

@@ -283,10 +283,10 @@ def build(seed_dir: Path, out: Path, n_boot: int = 2000) -> Path:
         limits_section(imports, tables, means),  # type: ignore[arg-type]
     ]
     for build_section in (std.means_section, std.contrasts_section, std.mixed_model_section,
-                          std.tradeoff_section, std.parse_failures_section):
+                          std.tradeoff_section, std.parse_failures_section, std.power_section):
         sections.append(_prefixed(build_section(m_data), "mmlu", "MMLU snapshot"))
     for build_section in (std.design_section, std.means_section, std.contrasts_section,
-                          std.mixed_model_section):
+                          std.mixed_model_section, std.power_section):
         sections.append(_prefixed(build_section(o_data), "open", "Open-prompt study"))
     sections.append(methods_appendix(m_data))
     page = out / "report" / "index.html"

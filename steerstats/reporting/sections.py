@@ -469,43 +469,68 @@ def _joint_col(name: str) -> Callable[[pd.Series], str]:
 
 
 def dose_response_section(data: ReportData) -> Section:
-    """Metric against steering strength, per-query slopes and anti-steerable queries."""
+    """Metric against steering strength, the spread of per-query slopes, anti-steerable
+    queries, and a strength chosen on half the prompts and checked on the other half."""
     section = Section("dose", "Dose-response over steering strength")
     curves = data.get("dose_curves")
     slopes = data.get("dose_response")
+    spread = data.get("steerability")
+    selection = data.get("dose_selection")
     if curves is None and slopes is None:
-        section.blocks.append(_missing(data, "dose_response", "strength sweep"))
+        section.blocks.append(_missing(data, "dose_curves", "strength sweep"))
         return section
     section.blocks.append(Text(
         "How each metric changes with steering strength where a sweep was collected: means "
-        "per strength (cluster-bootstrap intervals) and per-query slopes."
+        "per strength (cluster-bootstrap intervals), per-query slopes (cluster-robust by "
+        "prompt), their spread across queries (random-effects), and queries whose behaviour "
+        "slope is reliably negative (anti-steerable, Holm-adjusted across queries)."
     ))
     if curves is not None:
         section.blocks.append(Figure(plots.dose_response_curves(curves), "Mean of each metric at "
                                      "each steering strength with 95% cluster-bootstrap "
                                      "intervals.", "dose_response"))
-    if slopes is not None:
+    if spread is not None:
         lines = []
-        for (model, method, metric), rows in slopes.groupby(["model", "method", "metric"],
-                                                            sort=True):
-            negative = rows[rows["ci_high"] < 0]["query_id"].tolist()
-            positive = rows[rows["ci_low"] > 0]["query_id"].tolist()
-            lines.append(
-                f"- {metric}, {method} on {model}: slope per unit strength from "
-                f"{fmt.num(rows['slope'].min())} to {fmt.num(rows['slope'].max())} across "
-                f"{fmt.plural(len(rows), 'query', 'queries')}; reliably positive for "
-                f"{fmt.count(len(positive))}, reliably negative for {fmt.count(len(negative))}"
-                + (f" ({fmt.listing(negative)})" if negative and metric == "behavior" else "")
-                + "."
-            )
+        for _, r in spread.iterrows():
+            line = (f"- {r['metric']}, {r['method']} on {r['model']}: mean slope per unit "
+                    f"strength {fmt.est_ci(r['mean_slope'], r['ci_low'], r['ci_high'])} over "
+                    f"{fmt.plural(r['n_queries'], 'query', 'queries')}; between-query SD of "
+                    f"true slopes {fmt.num(r['tau'])}")
+            if pd.notna(r["n_anti_steerable"]):
+                anti = []
+                if slopes is not None:
+                    hit = slopes[(slopes["model"] == r["model"]) & (slopes["method"] ==
+                                 r["method"]) & (slopes["metric"] == r["metric"])]
+                    anti = hit[hit["anti_steerable"].astype("boolean").fillna(False)][
+                        "query_id"].tolist()
+                line += (f"; anti-steerable: {fmt.count(r['n_anti_steerable'])}"
+                         + (f" ({fmt.listing(anti)})" if anti else ""))
+            lines.append(line + ".")
+        section.blocks.append(Text("\n".join(lines)))
+    if selection is not None:
+        chosen = selection[selection["metric"] == "behavior"]
         section.blocks.append(Text(
-            "Per-query slopes of each metric on strength (95% intervals); a query whose "
-            "behaviour slope is reliably negative is anti-steerable.\n\n" + "\n".join(lines)
+            "Strength chosen on a random half of the prompts (best behaviour with coherence at "
+            "or above the threshold) and its behaviour on the other half; the held-out estimate "
+            "is the honest one, the selection mean is optimistic."
         ))
+        section.blocks.append(_display(chosen, [
+            ("Model", _text("model")), ("Method", _text("method")),
+            *([("Query", _text("query_id"))] if "query_id" in chosen else []),
+            ("Chosen strength", lambda r: "none" if pd.isna(r["chosen_strength"])
+             else f"{float(r['chosen_strength']):g}"),
+            ("Selection mean", _col("selection_mean")),
+            ("Held-out mean [95% CI]", _ci_col("estimate")),
+            ("Note", _text("note")),
+        ]))
+    if slopes is not None:
         section.blocks.append(_display(slopes, [
             ("Model", _text("model")), ("Method", _text("method")), ("Metric", _text("metric")),
             ("Query", _text("query_id")), ("Slope [95% CI]", _ci_col("slope", 3)),
-        ]))
+            ("Holm p", lambda r: fmt.pval(r["p_holm"])),
+            ("Anti-steerable", lambda r: "yes" if r["anti_steerable"] is True or
+             str(r["anti_steerable"]) == "True" else ""),
+        ], "Per-query slopes of each metric on strength."))
     return section
 
 
@@ -548,19 +573,24 @@ def power_section(data: ReportData) -> Section:
     section = Section("power", "Power: what this design can detect")
     mde = data.get("mde")
     if mde is None:
-        section.blocks.append(_missing(data, "power", "power analysis"))
+        section.blocks.append(_missing(data, "mde", "power analysis"))
         return section
     lines = []
-    for _, r in mde.iterrows():
-        lines.append(
-            f"- {r['metric']}: with {fmt.plural(r['n_queries'], 'query', 'queries')}, "
-            f"{fmt.plural(r['n_prompts'], 'prompt')} and {fmt.plural(r['n_repeats'], 'repeat')}, "
-            f"a paired difference of {fmt.num(r['mde'], _digits(r['metric']))} is detected with "
-            f"{fmt.pct(r['power'], 0)} power at alpha {fmt.num(r['alpha'])}."
-        )
+    for metric, rows in mde.groupby("metric", sort=True):
+        parts = [
+            f"{r['design']} ({fmt.plural(r['n_queries'], 'query', 'queries')}, "
+            f"{fmt.plural(r['n_prompts'], 'prompt')} per query, "
+            f"{fmt.plural(r['n_repeats'], 'response')} per cell): "
+            f"{fmt.num(r['mde'], _digits(metric))} (Monte-Carlo SE {fmt.num(r['mc_se'], 3)})"
+            for _, r in rows.iterrows()
+        ]
+        first = rows.iloc[0]
+        lines.append(f"- {metric}, at {fmt.pct(first['power'], 0)} power and alpha "
+                     f"{fmt.num(first['alpha'])}: " + "; ".join(parts) + ".")
     section.blocks.append(Text(
-        "Minimum detectable effects, by simulation from the fitted variance components (a "
-        "smaller difference may exist but would usually go undetected):\n\n" + "\n".join(lines)
+        "The smallest paired difference between two methods that a study of this shape would "
+        "detect, by simulation from the fitted variance components (a smaller difference may "
+        "exist but would usually go undetected):\n\n" + "\n".join(lines)
     ))
     return section
 
