@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import typer
 
 from steerstats import __version__
@@ -40,12 +38,53 @@ def main() -> None:
         raise SystemExit(2) from None
 
 
+@app.command()
+def report(
+    results: str = typer.Argument(..., help="A results directory (generations/scores tables)."),
+    out: str | None = typer.Option(None, "--out", help="Output folder (default: RESULTS/report)."),
+    renderer: str = typer.Option(
+        "auto", "--renderer",
+        help="auto: Quarto when installed, else built in; quarto; builtin (one HTML file).",
+    ),
+) -> None:
+    """Render the report of a results directory and print the HTML file's path."""
+    from steerstats.errors import pip_dependency_error
+
+    if renderer not in ("auto", "quarto", "builtin"):
+        raise typer.BadParameter("choose auto, quarto or builtin", param_hint="--renderer")
+    try:
+        from steerstats.reporting import write_report
+    except ImportError as exc:
+        raise pip_dependency_error("steerstats report", [str(exc.name)], "report") from None
+    typer.echo(str(write_report(results, out, renderer=renderer)))  # type: ignore[arg-type]
+
+
+@app.command()
+def analyze(
+    results: str = typer.Argument(..., help="A results directory (generations/scores tables)."),
+    out: str | None = typer.Option(None, "--out",
+                                   help="Where to write the tables (default: RESULTS/analysis)."),
+    n_boot: int = typer.Option(2000, "--n-boot", help="Bootstrap replicates."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstraps."),
+) -> None:
+    """Run every statistic that applies, write each table (CSV + JSON), print the main ones."""
+    from pathlib import Path
+
+    from steerstats.analyze import analyze_results
+    from steerstats.analysis_print import print_tables
+
+    target = Path(out) if out is not None else Path(results) / "analysis"
+    tables = analyze_results(results, out=target, n_boot=n_boot, seed=seed)
+    print_tables(tables)
+    typer.echo(f"wrote {len(tables)} tables to {target}")
+
+
+# Commands of the collection side (init, collect, status, export) register on `app` on import.
+from steerstats import _collect_cli  # noqa: E402,F401
+
+
 @app.command("power")
 def power_command(
-    queries: Annotated[list[int], typer.Option("--queries",
-                                               help="Queries; repeat for several.")],
-    prompts: Annotated[list[int], typer.Option("--prompts",
-                                               help="Prompts per query; repeatable.")],
     var_query: float | None = typer.Option(None, "--var-query", help="Query variance."),
     var_prompt: float | None = typer.Option(None, "--var-prompt", help="Prompt variance."),
     var_query_method: float | None = typer.Option(None, "--var-query-method",
@@ -55,11 +94,12 @@ def power_command(
     from_csv: str | None = typer.Option(
         None, "--from", help="variance_components CSV (columns group, variance), e.g. written "
         "by `steerstats analyze`; replaces the --var-* options."),
-    repeats: Annotated[list[int] | None, typer.Option(
-        "--repeats", help="Responses per query x prompt x method (default 1); repeatable."
-    )] = None,
-    effect: Annotated[list[float] | None, typer.Option(
-        "--effect", help="True method difference; repeatable.")] = None,
+    queries: list[int] = typer.Option(..., "--queries", help="Queries; repeat for several."),
+    prompts: list[int] = typer.Option(..., "--prompts", help="Prompts per query; repeatable."),
+    repeats: list[int] = typer.Option([1], "--repeats",
+                                      help="Responses per query x prompt x method; repeatable."),
+    effect: list[float] = typer.Option([], "--effect",
+                                       help="True method difference; repeatable."),
     mde_: bool = typer.Option(False, "--mde", help="Report the minimum detectable effect "
                               "at --power instead of the power at --effect."),
     target_power: float = typer.Option(0.8, "--power", help="Target power for --mde."),
@@ -81,15 +121,13 @@ def power_command(
         try:
             components: pd.DataFrame | dict[str, float] = pd.read_csv(from_csv)
         except (OSError, ValueError) as exc:
-            raise typer.BadParameter(f"cannot read {from_csv}: {exc}",
-                                     param_hint="--from") from None
+            raise typer.BadParameter(f"cannot read {from_csv}: {exc}", param_hint="--from") from None
     else:
         missing = [f"--var-{k.replace(':', '-')}" for k, v in given.items() if v is None]
         if missing:
             raise typer.BadParameter(f"missing {', '.join(missing)} (or pass --from CSV)",
                                      param_hint="--var-*")
         components = {k: float(v) for k, v in given.items() if v is not None}
-    repeats = repeats or [1]
     if mde_ == bool(effect):
         raise typer.BadParameter("give --effect (power of that effect) or --mde, one of them",
                                  param_hint="--effect/--mde")
@@ -98,12 +136,8 @@ def power_command(
             table = mde(components, queries, prompts, repeats, power=target_power, alpha=alpha,
                         n_sims=n_sims, seed=seed)
         else:
-            table = power(components, queries, prompts, repeats, effect or [], alpha=alpha,
+            table = power(components, queries, prompts, repeats, effect, alpha=alpha,
                           n_sims=n_sims, seed=seed)
     except (TypeError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from None
     typer.echo(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
-
-
-# Commands of the collection side (init, collect, status, export) register on `app` on import.
-from steerstats import _collect_cli  # noqa: E402,F401

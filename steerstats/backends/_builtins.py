@@ -5,3 +5,4 @@ Each module imports its heavy dependencies (torch, goodfire) only when a backend
 
 from steerstats.backends import mock  # noqa: F401
 from steerstats.backends import openai_compat  # noqa: F401
+from steerstats.backends import local  # noqa: F401
