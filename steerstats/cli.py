@@ -79,6 +79,71 @@ def analyze(
     typer.echo(f"wrote {len(tables)} tables to {target}")
 
 
+def _pairs(items: list[str], option: str) -> dict[str, str]:
+    """Parse repeated ``NAME=VALUE`` options into a dict, naming the option on a bad item."""
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise typer.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint=option)
+        out[name.strip()] = value.strip()
+    return out
+
+
+@app.command("import")
+def import_(
+    table: str | None = typer.Argument(
+        None, help="A CSV/TSV/Parquet file of generations (and scores) made elsewhere."),
+    out: str = typer.Option(..., "--out", help="Results directory to write."),
+    map_: list[str] = typer.Option(
+        [], "--map", help="TIDY=SOURCE column mapping, e.g. --map response=output "
+        "--map method=system (repeatable); columns already named as in the tidy tables need none."),
+    default: list[str] = typer.Option(
+        [], "--default", help="COLUMN=VALUE for a column the table lacks, e.g. --default "
+        "model=my-model (repeatable)."),
+    score: list[str] = typer.Option(
+        [], "--score", help="A wide score column to melt into the scores table (metric = its "
+        "name), e.g. --score behavior --score coherence (repeatable)."),
+    rater: str = typer.Option("imported", "--rater", help="Rater label where there is no rater "
+                              "column (TABLE) or the seed study's judge."),
+    seed_open: str | None = typer.Option(
+        None, "--seed-open", help="The seed study's open-prompt results CSV."),
+    seed_mmlu: str | None = typer.Option(
+        None, "--seed-mmlu", help="The seed study's MMLU results CSV."),
+    design: str | None = typer.Option(
+        None, "--design", help="The seed study's design/ folder (queries, prompts, answer keys); "
+        "default: the copies shipped with steerstats."),
+    model: str = typer.Option("Llama-3.1-8B", "--model", help="Model label for the seed study."),
+    extra_query: list[str] = typer.Option(
+        [], "--extra-query", help="Import this seed-study query although the design lacks it."),
+    keep_unmatched: bool = typer.Option(
+        False, "--keep-unmatched", help="Keep rows that match no shipped query/prompt, under ids "
+        "derived from their text (they are listed in unmatched.csv either way)."),
+    fmt: str = typer.Option("parquet", "--format", help="parquet or csv."),
+) -> None:
+    """Turn results made elsewhere into a results directory that analyze and report read.
+
+    Either TABLE with a column mapping, or the seed study's CSVs (--seed-open / --seed-mmlu).
+    Rows that cannot be placed are written to unmatched.csv and counted, never dropped silently.
+    """
+    from steerstats.importers import import_seed_study, import_table
+
+    if (table is None) == (seed_open is None and seed_mmlu is None):
+        raise typer.BadParameter("give either TABLE or --seed-open/--seed-mmlu (not both)")
+    if table is not None:
+        result = import_table(table, _pairs(map_, "--map"), defaults=_pairs(default, "--default"),
+                              score_columns=score or None, rater=rater)
+    else:
+        result = import_seed_study(seed_open, seed_mmlu, model=model,
+                                   rater="gpt-4o-mini" if rater == "imported" else rater,
+                                   design_dir=design, extra_queries=extra_query,
+                                   keep_unmatched=keep_unmatched)
+    path = result.write(out, fmt=fmt)
+    typer.echo(f"imported {len(result.generations)} responses and {len(result.scores)} scores "
+               f"into {path}; {result.n_unmatched} source rows could not be placed"
+               + (f" (see {path / 'unmatched.csv'})" if result.n_unmatched else ""))
+
+
 # Commands of the collection side (init, collect, status, export) register on `app` on import.
 from steerstats import _collect_cli  # noqa: E402,F401
 

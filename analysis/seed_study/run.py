@@ -30,7 +30,6 @@ from steerstats.reporting import ReportData, Section, Table, Text, to_html  # no
 from steerstats.reporting import sections as std  # noqa: E402
 from steerstats.reporting.content import Figure  # noqa: E402
 from steerstats.reporting.sections import methods_appendix  # noqa: E402
-from steerstats.tidy import write_results  # noqa: E402
 
 REPO = HERE.parents[1]
 
@@ -54,10 +53,7 @@ def import_and_analyze(seed_dir: Path, out: Path, n_boot: int) -> dict[str, obje
     out_tables: dict[str, object] = {}
     for name, imported in studies.items():
         folder = out / name
-        write_results(folder, imported.generations, imported.scores,
-                      {"import": imported.source})
-        imported.unmatched.to_csv(folder / "unmatched.csv", index=False)
-        imported.notes.to_csv(folder / "import_notes.csv", index=False)
+        imported.write(folder)
         out_tables[name] = analyze(folder, out=folder / "analysis", n_boot=n_boot, seed=0)
         out_tables[f"{name}_import"] = imported
     return out_tables
