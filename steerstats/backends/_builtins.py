@@ -4,3 +4,4 @@ Each module imports its heavy dependencies (torch, goodfire) only when a backend
 """
 
 from steerstats.backends import mock  # noqa: F401
+from steerstats.backends import goodfire  # noqa: F401

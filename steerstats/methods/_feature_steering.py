@@ -1,0 +1,89 @@
+"""Shared plumbing of the feature-edit methods (autosteer, autosteer+prompt, agentic, features):
+the strength-scale sweep, backend-extra lookup, resolution-cache keys, and the Intervention."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from steerstats.backends.base import Backend
+from steerstats.backends.feature_edits import FeatureEdit, edits_steering, parse_edits
+from steerstats.errors import ConfigError
+from steerstats.methods.base import Intervention, MethodContext, Query
+
+
+def check_scales(strength_scale: Sequence[float] | float, method: str) -> tuple[float, ...]:
+    """The sweep of multipliers applied to resolved edits; 0 reproduces the unsteered model."""
+    values = [strength_scale] if isinstance(strength_scale, int | float) else list(strength_scale)
+    if not values:
+        raise ConfigError(
+            f"method {method!r}: strength_scale must list at least one number, e.g. [0, 0.5, 1]"
+        )
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise ConfigError(
+                f"method {method!r}: strength_scale entries must be finite numbers, got {v!r}"
+            )
+        out.append(float(v))
+    return tuple(out)
+
+
+def backend_extra(backend: Backend, name: str, method: str) -> Callable[..., Awaitable[Any]]:
+    """The backend's async extra ``name`` (e.g. ``autosteer``), or a ConfigError naming the fix."""
+    fn = getattr(backend, name, None)
+    if not callable(fn):
+        raise ConfigError(
+            f"method {method!r} needs a backend with {name!r} (the 'goodfire' backend); "
+            f"model {backend.model!r} uses backend "
+            f"{getattr(backend, 'name', type(backend).__name__)!r}"
+        )
+    return fn
+
+
+def resolution_key(backend: Backend, **parts: Any) -> dict[str, Any]:
+    """A resolution-cache key: the steered model's identity plus what the resolution depends on."""
+    return {"backend": backend.identity(), **parts}
+
+
+async def cached_edits(
+    ctx: MethodContext,
+    namespace: str,
+    key: Mapping[str, Any],
+    compute: Callable[[], Awaitable[Any]],
+) -> list[FeatureEdit]:
+    """Edits resolved once per key through the context's resolution cache, validated on read."""
+    raw = await ctx.cache.get_or_compute(namespace, key, compute)
+    return parse_edits(raw, f"cached {namespace} result")
+
+
+def scale_of(strength: float | None) -> float:
+    """The multiplier for a sweep step (a collector that passes no strength means 1)."""
+    return 1.0 if strength is None else float(strength)
+
+
+def feature_intervention(
+    edits: Iterable[FeatureEdit],
+    strength: float | None,
+    source: str,
+    query: Query,
+    system_prompt: str | None = None,
+    **detail: Any,
+) -> Intervention:
+    """The Intervention for ``edits`` scaled by ``strength``; the unscaled edits and where they
+    came from go into ``detail`` so the exact intervention is on record with every generation."""
+    edits = list(edits)
+    scale = scale_of(strength)
+    return Intervention(
+        system_prompt=system_prompt,
+        steering=edits_steering(edits, scale),
+        strength=scale,
+        detail={
+            "source": source,
+            "query": query.text,
+            "scale": scale,
+            "edits": [e.model_dump() for e in edits],
+            **detail,
+        },
+    )

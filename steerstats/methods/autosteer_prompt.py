@@ -1,0 +1,39 @@
+"""``autosteer+prompt``: Auto Steer's feature edits plus the query as a system prompt.
+
+The edits are the same (cached) ones ``autosteer`` uses; the system prompt is the ``prompt``
+method's, from the same template, so the combination differs from each part in one way only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from steerstats.methods._feature_steering import check_scales, feature_intervention
+from steerstats.methods._registry import method
+from steerstats.methods.autosteer import autosteer_edits
+from steerstats.methods.base import Intervention, Method, MethodContext, Query
+from steerstats.methods.prompt import DEFAULT_TEMPLATE, PromptMethod, render_prompt
+
+
+class AutoSteerPrompt(Method):
+    uses_strength = True
+
+    def __init__(self, template: str, strength_scale: Sequence[float] | float) -> None:
+        self.template = PromptMethod(template).template  # same validation as the prompt method
+        self.strengths = check_scales(strength_scale, "autosteer+prompt")
+
+    async def resolve(
+        self, query: Query, strength: float | None, ctx: MethodContext
+    ) -> Intervention:
+        edits = await autosteer_edits(query, ctx, "autosteer+prompt")
+        prompt = render_prompt(self.template, query)
+        return feature_intervention(edits, strength, "autosteer", query, system_prompt=prompt)
+
+
+@method("autosteer+prompt")
+def autosteer_prompt(
+    template: str = DEFAULT_TEMPLATE, strength_scale: Sequence[float] | float = (1.0,)
+) -> Method:
+    """Auto Steer's edits (scaled by ``strength_scale``) and the ``prompt`` method's system
+    prompt; at scale 0 it is exactly the ``prompt`` method."""
+    return AutoSteerPrompt(template, strength_scale)
