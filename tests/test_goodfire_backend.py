@@ -12,8 +12,13 @@ import time
 from email.utils import formatdate
 
 import pytest
-from goodfire_server import SUPPORTED_MODELS, Fault, GoodfireServer, feature
-from goodfire_server import goodfire_server_fixture  # noqa: F401  (the goodfire_server fixture)
+from goodfire_server import (
+    SUPPORTED_MODELS,
+    Fault,
+    GoodfireServer,
+    feature,
+    goodfire_server_fixture,  # noqa: F401  (the goodfire_server fixture)
+)
 
 from steerstats.backends import GenerationRequest, Steering, TransientError, create_backend
 from steerstats.backends.goodfire import (
