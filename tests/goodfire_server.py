@@ -160,8 +160,9 @@ class GoodfireServer:
         if model not in SUPPORTED_MODELS:
             raise _BadRequest(f"unsupported model {model!r}")
         k = int(params.get("perPage", ["10"])[0])
-        if query in self.search_results:
-            found = self.search_results[query][:k]
+        preset = {q.casefold(): v for q, v in self.search_results.items()}
+        if query.casefold() in preset:
+            found = preset[query.casefold()][:k]
         else:
             found = [_feature_for(model, query, i) for i in range(k)]
         return {

@@ -41,15 +41,28 @@ class FeatureEdit(BaseModel):
         return self.model_copy(update={"value": self.value * scale})
 
 
+def describe_validation_error(exc: ValidationError) -> str:
+    """A pydantic error as one line: ``field: problem; field: problem``."""
+    parts = []
+    for e in exc.errors():
+        where = ".".join(map(str, e["loc"]))
+        msg = e["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {msg}" if where else msg)
+    return "; ".join(parts)
+
+
 def parse_edits(items: Iterable[Mapping[str, Any]], where: str) -> list[FeatureEdit]:
     """Validate raw edit dicts; ``where`` names their origin in the error (a reply, a spec)."""
-    try:
-        return [FeatureEdit.model_validate(dict(item)) for item in items]
-    except (ValidationError, TypeError) as exc:
-        raise ValueError(
-            f"{where}: invalid feature edit ({exc}); each edit is "
-            "{'id': <uuid>, 'index': <int >= 0>, 'label': <str>, 'value': <finite float>}"
-        ) from None
+    edits = []
+    for n, item in enumerate(items):
+        try:
+            edits.append(FeatureEdit.model_validate(item))
+        except ValidationError as exc:
+            raise ValueError(
+                f"{where}: invalid feature edit {n} ({describe_validation_error(exc)}); each edit "
+                "is {'id': <uuid>, 'index': <int >= 0>, 'label': <str>, 'value': <finite float>}"
+            ) from None
+    return edits
 
 
 def edits_from_steering(steering: Steering) -> list[FeatureEdit]:

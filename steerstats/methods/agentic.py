@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from steerstats.backends.base import Backend, GenerationRequest, Message
-from steerstats.backends.feature_edits import FeatureEdit
+from steerstats.backends.feature_edits import FeatureEdit, describe_validation_error
 from steerstats.errors import ConfigError
 from steerstats.methods._feature_steering import (
     backend_extra,
@@ -103,9 +103,7 @@ def parse_pick(
     try:
         pick = _Pick.model_validate(_json_object(text))
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'reply'}: {e['msg']}" for e in exc.errors()
-        )
+        problems = describe_validation_error(exc)
         raise ValueError(f"the JSON does not match the required form ({problems})") from None
     if not 1 <= len(pick.features) <= max_features:
         raise ValueError(f"choose between 1 and {max_features} features, got {len(pick.features)}")

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from steerstats.backends.feature_edits import FeatureEdit
+from steerstats.backends.feature_edits import FeatureEdit, describe_validation_error
 from steerstats.errors import ConfigError
 from steerstats.methods._feature_steering import (
     backend_extra,
@@ -41,10 +41,10 @@ class FeatureSpec(BaseModel):
 
     @model_validator(mode="after")
     def _identified(self) -> FeatureSpec:
-        if self.index is None and not self.label:
-            raise ValueError("give the feature's SAE 'index' or its exact 'label'")
         if self.id is not None and self.index is None:
             raise ValueError("an 'id' needs the feature's SAE 'index' too")
+        if self.index is None and not self.label:
+            raise ValueError("give the feature's SAE 'index' or its exact 'label'")
         return self
 
 
@@ -62,10 +62,11 @@ class ExplicitFeatures(Method):
         specs = []
         for n, item in enumerate(edits, 1):
             try:
-                specs.append(FeatureSpec.model_validate(dict(item)))
-            except (ValidationError, TypeError, ValueError) as exc:
+                specs.append(FeatureSpec.model_validate(item))
+            except ValidationError as exc:
                 raise ConfigError(
-                    f"method 'features': edits entry {n} ({item!r}) is invalid: {exc}"
+                    f"method 'features': edits entry {n} ({item!r}) is invalid: "
+                    f"{describe_validation_error(exc)}"
                 ) from None
         self.specs = specs
         self.strengths = check_scales(strength_scale, "features")
