@@ -29,6 +29,7 @@ from steerstats.backends.goodfire import (
 from steerstats.errors import ConfigError, PrerequisiteError
 
 pytestmark = pytest.mark.timeout(60)
+ENV = "GOODFIRE_BASE_URL"
 
 LLAMA_8B = SUPPORTED_MODELS[0]
 HELLO = GenerationRequest(
@@ -261,6 +262,28 @@ async def test_connection_refused_names_the_base_url_and_fails_fast(
             await call(backend)
         assert backend.should_retry(info.value)
     assert time.monotonic() - start < 2.0
+    await backend.aclose()
+
+
+async def test_a_dead_base_url_trips_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GOODFIRE_API_KEY", "gf-some-key")
+    url = f"http://127.0.0.1:{closed_port()}"
+    backend = create_backend("goodfire", LLAMA_8B, {"base_url": url, "unreachable_after_s": 0.2})
+    with pytest.raises(GoodfireUnreachable):  # retryable at first: the retry policy runs
+        await backend.generate(HELLO)
+    await asyncio.sleep(0.25)
+    with pytest.raises(
+        PrerequisiteError, match=f"cannot reach the Goodfire API at {url}: 1 connection attempt"
+    ):
+        await backend.autosteer("be funny")
+    # from now on every call fails at once, without another connection attempt
+    start = time.monotonic()
+    for _ in range(50):
+        with pytest.raises(
+            PrerequisiteError, match=f"1 connection attempt\\(s\\) over .* all failed.*{ENV}"
+        ):
+            await backend.generate(HELLO)
+    assert time.monotonic() - start < 0.5
     await backend.aclose()
 
 

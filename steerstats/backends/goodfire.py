@@ -47,6 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "timeout_s": 120.0,
     "connect_timeout_s": 10.0,
     "max_concurrency": 8,
+    "unreachable_after_s": 60.0,
 }
 _ANSWER_OPTIONS = ("base_url", "top_p", "stop", "system_prompt")
 
@@ -84,18 +85,45 @@ def parse_retry_after(value: str | None) -> float | None:
 
 class _Transport:
     """Stands in for the SDK's ``AsyncHTTPWrapper`` (``get``/``post``): one attempt per call,
-    our timeout, errors mapped for the collector. One pooled httpx client per event loop."""
+    our timeout, errors mapped for the collector. One pooled httpx client per event loop.
+
+    A failed connection is retryable, but once every connection attempt has failed for
+    ``unreachable_after_s`` (longer than the collector's retry policy takes to give up on one
+    call), the service is declared unreachable: every further call raises one
+    PrerequisiteError naming the base URL at once, instead of each task retrying on its own.
+    """
 
     max_retries = 0
 
     def __init__(
-        self, base_url: str, timeout_s: float, connect_timeout_s: float, pool: int
+        self,
+        base_url: str,
+        timeout_s: float,
+        connect_timeout_s: float,
+        pool: int,
+        unreachable_after_s: float,
     ) -> None:
         self.base_url = base_url
         self.timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
         self.pool = pool
+        self.unreachable_after_s = unreachable_after_s
         self._client: httpx.AsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._down_since: float | None = None  # first failed connection since the last success
+        self._down_reason = ""
+        self._down_attempts = 0
+
+    def _unreachable(self) -> PrerequisiteError | None:
+        if self._down_since is None:
+            return None
+        down_for = time.monotonic() - self._down_since
+        if down_for < self.unreachable_after_s:
+            return None
+        return PrerequisiteError(
+            f"cannot reach the Goodfire API at {self.base_url}: {self._down_attempts} "
+            f"connection attempt(s) over {down_for:.1f}s all failed ({self._down_reason}). Check "
+            f"that the service is up and that base_url / {ENV_BASE_URL} points at it."
+        )
 
     def _http(self) -> httpx.AsyncClient:
         loop = asyncio.get_running_loop()
@@ -106,6 +134,16 @@ class _Transport:
             )
             self._loop = loop
         return self._client
+
+    def _connect_failed(self, exc: httpx.HTTPError) -> Exception:
+        if self._down_since is None:
+            self._down_since, self._down_attempts = time.monotonic(), 0
+        self._down_attempts += 1
+        self._down_reason = _reason(exc)
+        return self._unreachable() or GoodfireUnreachable(
+            f"cannot connect to the Goodfire API at {self.base_url} ({self._down_reason}); check "
+            f"that the service is up and that base_url / {ENV_BASE_URL} points at it"
+        )
 
     async def aclose(self) -> None:
         if self._client is not None and not self._client.is_closed:
@@ -138,17 +176,20 @@ class _Transport:
     ) -> httpx.Response:
         path = urlsplit(url).path
         where = f"Goodfire API at {self.base_url} ({method} {path})"
+        down = self._unreachable()
+        if down is not None:
+            raise down
         try:
             response = await self._http().request(method, url, headers=headers, **kwargs)
-        except httpx.ConnectError as exc:
-            raise GoodfireUnreachable(
-                f"cannot connect to the Goodfire API at {self.base_url} ({_reason(exc)}); check "
-                f"that the service is up and that base_url / {ENV_BASE_URL} points at it"
-            ) from None
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise self._connect_failed(exc) from None
         except httpx.TimeoutException:
+            self._down_since = None
             raise TransientError(f"{where} timed out after {self.timeout.read}s") from None
         except httpx.TransportError as exc:  # dropped connection, protocol error
+            self._down_since = None
             raise TransientError(f"{where}: connection dropped ({_reason(exc)})") from None
+        self._down_since = None
         status = response.status_code
         if status < 400:
             try:
@@ -188,7 +229,10 @@ class GoodfireBackend(Backend):
 
     Options: ``base_url``; ``top_p`` (0.9) and ``stop`` (the SDK's defaults); ``system_prompt``
     ("", sent only when a request has no system message; the SDK's own default is not used);
-    ``timeout_s`` (120) and ``connect_timeout_s`` (10) per attempt; ``max_concurrency`` (8).
+    ``timeout_s`` (120) and ``connect_timeout_s`` (10) per attempt; ``max_concurrency`` (8);
+    ``unreachable_after_s`` (60): after this long with every connection refused, calls fail at
+    once with one message naming the base URL (the default outlasts the collector's default
+    retry policy, so that policy runs first).
     """
 
     def __init__(self, model: str, options: Mapping[str, Any] | None = None) -> None:
@@ -226,6 +270,7 @@ class GoodfireBackend(Backend):
             float(settings["timeout_s"]),
             float(settings["connect_timeout_s"]),
             pool=max(1, self._concurrency),
+            unreachable_after_s=float(settings["unreachable_after_s"]),
         )
         self._sdk: Any = None
 
