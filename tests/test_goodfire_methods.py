@@ -5,6 +5,7 @@ scripted picker model."""
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -94,8 +95,8 @@ async def test_autosteer_resolves_once_per_query_and_model(goodfire_server: Good
     ]
     cache = MemoryCache()
     ctx = context(goodfire_server, cache)
-    method = create_method("autosteer", {"strength_scale": [0, 0.5, 1]})
-    assert method.strengths == (0.0, 0.5, 1.0) and method.uses_strength
+    method = create_method("autosteer")
+    assert method.uses_strength
     full = await method.resolve(FUNNY, 1.0, ctx)
     half = await method.resolve(FUNNY, 0.5, ctx)
     assert spec_values(full) == [(7, 0.4), (9, -0.2)]
@@ -120,7 +121,7 @@ async def test_autosteer_resolves_once_per_query_and_model(goodfire_server: Good
 
 async def test_autosteer_scale_zero_reproduces_control(goodfire_server: GoodfireServer) -> None:
     ctx = context(goodfire_server, MemoryCache())
-    zero = await create_method("autosteer", {"strength_scale": [0]}).resolve(FUNNY, 0.0, ctx)
+    zero = await create_method("autosteer").resolve(FUNNY, 0.0, ctx)
     control = await create_method("control").resolve(FUNNY, None, ctx)
     assert zero.steering is None and zero.system_prompt is None and zero.strength == 0.0
     assert request_for(zero) == request_for(control)
@@ -151,14 +152,13 @@ async def test_autosteer_needs_a_backend_with_auto_steer() -> None:
         await create_method("autosteer").resolve(FUNNY, 1.0, ctx)
 
 
-def test_strength_scale_is_validated() -> None:
-    with pytest.raises(ConfigError, match="strength_scale entries must be finite numbers"):
-        create_method("autosteer", {"strength_scale": [1, "strong"]})
-    with pytest.raises(ConfigError, match="at least one number"):
-        create_method("autosteer", {"strength_scale": []})
-    assert create_method(
-        "features", {"edits": [{"index": 1, "value": 0.1}], "strength_scale": 2}
-    ).strengths == (2.0,)
+async def test_strength_is_a_finite_scale(goodfire_server: GoodfireServer) -> None:
+    ctx = context(goodfire_server, MemoryCache())
+    default = await create_method("autosteer").resolve(FUNNY, None, ctx)
+    assert default.strength == 1.0 and default.steering is not None  # no sweep: scale 1
+    for bad in (math.inf, math.nan):
+        with pytest.raises(ConfigError, match="must be a finite number"):
+            await create_method("autosteer").resolve(FUNNY, bad, ctx)
 
 
 # -- autosteer+prompt -----------------------------------------------------------------------
@@ -169,9 +169,7 @@ async def test_autosteer_prompt_combines_the_same_edits_with_the_prompt_method(
 ) -> None:
     cache = MemoryCache()
     ctx = context(goodfire_server, cache)
-    combined = await create_method("autosteer+prompt", {"strength_scale": [0, 1]}).resolve(
-        FUNNY, 1.0, ctx
-    )
+    combined = await create_method("autosteer+prompt").resolve(FUNNY, 1.0, ctx)
     alone = await create_method("autosteer").resolve(FUNNY, 1.0, ctx)
     prompt = await create_method("prompt").resolve(FUNNY, None, ctx)
     assert combined.steering == alone.steering
@@ -198,9 +196,7 @@ async def test_agentic_searches_then_the_picker_chooses(goodfire_server: Goodfir
     picker = ScriptedPicker([pick((2, 0.5), (1, -0.25))])
     cache = MemoryCache()
     ctx = context(goodfire_server, cache, picker=picker)
-    method = create_method(
-        "agentic", {"picker": "picker-llm", "candidates": 5, "strength_scale": [0, 1]}
-    )
+    method = create_method("agentic", {"picker": "picker-llm", "candidates": 5})
     iv = await method.resolve(FUNNY, 1.0, ctx)
     found = await ctx.backend.search_features("be funny", 5)
     assert spec_values(iv) == [(found[1]["index"], 0.5), (found[0]["index"], -0.25)]
@@ -331,7 +327,6 @@ async def test_features_by_index_id_and_label(goodfire_server: GoodfireServer) -
                 {"index": 77, "id": given["id"], "label": "given label", "value": -0.1},
                 {"label": "humor and JOKES", "value": 0.2},
             ],
-            "strength_scale": [0.5, 1],
         },
     )
     iv = await method.resolve(FUNNY, 0.5, ctx)

@@ -1,33 +1,21 @@
 """Shared plumbing of the feature-edit methods (autosteer, autosteer+prompt, agentic, features):
-the strength-scale sweep, backend-extra lookup, resolution-cache keys, and the Intervention."""
+backend-extra lookup, resolution-cache keys, and the Intervention.
+
+For these methods a sweep step's strength (``strengths = [0, 0.5, 1]`` in the method's
+``[[methods]]`` table) is a scale: every resolved edit value is multiplied by it, and 0 resolves
+to no steering at all, exactly like control. Without a sweep the scale is 1.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from steerstats.backends.base import Backend
 from steerstats.backends.feature_edits import FeatureEdit, edits_steering, parse_edits
 from steerstats.errors import ConfigError
 from steerstats.methods.base import Intervention, MethodContext, Query
-
-
-def check_scales(strength_scale: Sequence[float] | float, method: str) -> tuple[float, ...]:
-    """The sweep of multipliers applied to resolved edits; 0 reproduces the unsteered model."""
-    values = [strength_scale] if isinstance(strength_scale, int | float) else list(strength_scale)
-    if not values:
-        raise ConfigError(
-            f"method {method!r}: strength_scale must list at least one number, e.g. [0, 0.5, 1]"
-        )
-    out = []
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            raise ConfigError(
-                f"method {method!r}: strength_scale entries must be finite numbers, got {v!r}"
-            )
-        out.append(float(v))
-    return tuple(out)
 
 
 def backend_extra(backend: Backend, name: str, method: str) -> Callable[..., Awaitable[Any]]:
@@ -59,8 +47,16 @@ async def cached_edits(
 
 
 def scale_of(strength: float | None) -> float:
-    """The multiplier for a sweep step (a collector that passes no strength means 1)."""
-    return 1.0 if strength is None else float(strength)
+    """The multiplier for a sweep step (no sweep means 1)."""
+    if strength is None:
+        return 1.0
+    if (
+        isinstance(strength, bool)
+        or not isinstance(strength, int | float)
+        or not math.isfinite(strength)
+    ):
+        raise ConfigError(f"a strength (edit scale) must be a finite number, got {strength!r}")
+    return float(strength)
 
 
 def feature_intervention(

@@ -6,7 +6,7 @@ with strengths, answering in JSON that is validated with pydantic. An invalid an
 back to the picker with the problem, up to ``attempts`` times in all; after that the resolution
 fails with :class:`FeaturePickError` (recorded as a failure; a pick is never guessed). The
 search result and the pick are each resolved once per query x model through the resolution
-cache. ``strength_scale`` multiplies the picked strengths (0 = unsteered).
+cache. A ``strengths`` sweep scales the picked values (0 = unsteered).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from steerstats.backends.feature_edits import FeatureEdit, describe_validation_e
 from steerstats.errors import ConfigError
 from steerstats.methods._feature_steering import (
     backend_extra,
-    check_scales,
     feature_intervention,
     resolution_key,
 )
@@ -136,7 +135,6 @@ class Agentic(Method):
         temperature: float,
         max_tokens: int,
         seed: int | None,
-        strength_scale: Sequence[float] | float,
     ) -> None:
         if not picker:
             raise ConfigError("method 'agentic': 'picker' must name a configured chat model")
@@ -166,7 +164,6 @@ class Agentic(Method):
         self.temperature = float(temperature)
         self.max_tokens = max_tokens
         self.seed = seed
-        self.strengths = check_scales(strength_scale, "agentic")
 
     async def resolve(
         self, query: Query, strength: float | None, ctx: MethodContext
@@ -276,10 +273,9 @@ def agentic(
     temperature: float = 0.0,
     max_tokens: int = 600,
     seed: int | None = 0,
-    strength_scale: Sequence[float] | float = (1.0,),
 ) -> Method:
     """Feature search, then the chat model ``picker`` chooses features and strengths (JSON,
-    validated, retried up to ``attempts`` times, never guessed); scaled by ``strength_scale``."""
+    validated, retried up to ``attempts`` times, never guessed), scaled by the sweep's strength."""
     return Agentic(
         picker,
         candidates,
@@ -290,5 +286,4 @@ def agentic(
         temperature,
         max_tokens,
         seed,
-        strength_scale,
     )

@@ -2,18 +2,15 @@
 
 The edits are resolved once per query x model through the resolution cache and recorded with
 every generation (``Intervention.detail``); the generation's cache key hashes them, so a changed
-Auto Steer answer is a new result. ``strength_scale`` multiplies the edits (0 = unsteered).
+Auto Steer answer is a new result. A ``strengths`` sweep scales the edits (0 = unsteered).
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 from steerstats.backends.feature_edits import FeatureEdit
 from steerstats.methods._feature_steering import (
     backend_extra,
     cached_edits,
-    check_scales,
     feature_intervention,
     resolution_key,
 )
@@ -33,9 +30,6 @@ async def autosteer_edits(query: Query, ctx: MethodContext, method_name: str) ->
 class AutoSteer(Method):
     uses_strength = True
 
-    def __init__(self, strength_scale: Sequence[float] | float) -> None:
-        self.strengths = check_scales(strength_scale, "autosteer")
-
     async def resolve(
         self, query: Query, strength: float | None, ctx: MethodContext
     ) -> Intervention:
@@ -44,7 +38,7 @@ class AutoSteer(Method):
 
 
 @method("autosteer")
-def autosteer(strength_scale: Sequence[float] | float = (1.0,)) -> Method:
-    """Steer with the feature edits Auto Steer proposes for the query, scaled by each step of
-    ``strength_scale``."""
-    return AutoSteer(strength_scale)
+def autosteer() -> Method:
+    """Steer with the feature edits Auto Steer proposes for the query, scaled by the sweep's
+    strength (1 without a sweep)."""
+    return AutoSteer()

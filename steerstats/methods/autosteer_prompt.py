@@ -6,9 +6,7 @@ method's, from the same template, so the combination differs from each part in o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from steerstats.methods._feature_steering import check_scales, feature_intervention
+from steerstats.methods._feature_steering import feature_intervention
 from steerstats.methods._registry import method
 from steerstats.methods.autosteer import autosteer_edits
 from steerstats.methods.base import Intervention, Method, MethodContext, Query
@@ -18,9 +16,8 @@ from steerstats.methods.prompt import DEFAULT_TEMPLATE, PromptMethod, render_pro
 class AutoSteerPrompt(Method):
     uses_strength = True
 
-    def __init__(self, template: str, strength_scale: Sequence[float] | float) -> None:
+    def __init__(self, template: str) -> None:
         self.template = PromptMethod(template).template  # same validation as the prompt method
-        self.strengths = check_scales(strength_scale, "autosteer+prompt")
 
     async def resolve(
         self, query: Query, strength: float | None, ctx: MethodContext
@@ -32,8 +29,8 @@ class AutoSteerPrompt(Method):
 
 @method("autosteer+prompt")
 def autosteer_prompt(
-    template: str = DEFAULT_TEMPLATE, strength_scale: Sequence[float] | float = (1.0,)
+    template: str = DEFAULT_TEMPLATE,
 ) -> Method:
-    """Auto Steer's edits (scaled by ``strength_scale``) and the ``prompt`` method's system
-    prompt; at scale 0 it is exactly the ``prompt`` method."""
-    return AutoSteerPrompt(template, strength_scale)
+    """Auto Steer's edits (scaled by the sweep's strength) and the ``prompt`` method's system
+    prompt; at strength 0 it is exactly the ``prompt`` method."""
+    return AutoSteerPrompt(template)

@@ -3,7 +3,7 @@
 Each entry names a feature by SAE ``index`` (its uuid and label are looked up once and cached
 unless given as ``id``/``label``) or by exact ``label`` (found by feature search; an unknown or
 ambiguous label is an error listing what the search did find), with a ``value``. The same
-edits are used for every query; ``strength_scale`` multiplies them (0 = unsteered).
+edits are used for every query; a ``strengths`` sweep scales them (0 = unsteered).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from steerstats.backends.feature_edits import FeatureEdit, describe_validation_e
 from steerstats.errors import ConfigError
 from steerstats.methods._feature_steering import (
     backend_extra,
-    check_scales,
     feature_intervention,
     resolution_key,
 )
@@ -51,9 +50,7 @@ class FeatureSpec(BaseModel):
 class ExplicitFeatures(Method):
     uses_strength = True
 
-    def __init__(
-        self, edits: Sequence[Mapping[str, Any]], strength_scale: Sequence[float] | float
-    ) -> None:
+    def __init__(self, edits: Sequence[Mapping[str, Any]]) -> None:
         if isinstance(edits, Mapping) or not edits:
             raise ConfigError(
                 "method 'features': 'edits' must be a non-empty list of tables such as "
@@ -69,7 +66,6 @@ class ExplicitFeatures(Method):
                     f"{describe_validation_error(exc)}"
                 ) from None
         self.specs = specs
-        self.strengths = check_scales(strength_scale, "features")
 
     async def resolve(
         self, query: Query, strength: float | None, ctx: MethodContext
@@ -128,8 +124,8 @@ class ExplicitFeatures(Method):
 
 @method("features")
 def features(
-    edits: Sequence[Mapping[str, Any]], strength_scale: Sequence[float] | float = (1.0,)
+    edits: Sequence[Mapping[str, Any]],
 ) -> Method:
     """Steer with the listed features (by SAE index or exact label) and values, scaled by each
-    step of ``strength_scale``."""
-    return ExplicitFeatures(edits, strength_scale)
+    step of the ``strengths`` sweep."""
+    return ExplicitFeatures(edits)
