@@ -92,6 +92,8 @@ class GoodfireServer:
         self.faults: dict[str, deque[Fault]] = defaultdict(deque)
         self.autosteer_answers: dict[str, list[tuple[dict[str, Any], float]]] = {}
         self.search_results: dict[str, list[dict[str, Any]]] = {}
+        # replies to agentic feature-picker prompts, used before the default (valid) pick
+        self.picker_replies: deque[str] = deque()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
@@ -193,6 +195,8 @@ class GoodfireServer:
         user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
         system = next((m["content"] for m in messages if m["role"] == "system"), None)
         h = _digest(model, messages, edits, payload.get("temperature"), payload.get("seed"))
+        if "Candidate features:" in user:  # an agentic picker prompt (methods/agentic.py)
+            return self._completion(model, h, self._pick(user), "stop")
         dose = sum(abs(v) for _, v in edits)
         steer = (
             "unsteered"
@@ -213,6 +217,20 @@ class GoodfireServer:
         finish = "stop"
         if isinstance(max_tokens, int) and len(words) > max_tokens:
             text, finish = " ".join(words[:max_tokens]), "length"
+        return self._completion(model, h, text, finish)
+
+    def _pick(self, prompt: str) -> str:
+        with self._lock:
+            if self.picker_replies:
+                return self.picker_replies.popleft()
+        listed = [line for line in prompt.splitlines() if line[:1].isdigit() and ". " in line]
+        chosen = [{"feature": 1, "strength": 0.3}]
+        if len(listed) > 1:
+            chosen.append({"feature": 2, "strength": -0.15})
+        return json.dumps({"reasoning": "the first features match the goal", "features": chosen})
+
+    @staticmethod
+    def _completion(model: str, h: int, text: str, finish: str) -> dict[str, Any]:
         return {
             "id": f"chatcmpl-{h:x}",
             "object": "chat.completion",

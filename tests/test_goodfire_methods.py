@@ -389,3 +389,20 @@ def test_feature_edit_spec_round_trip_and_errors() -> None:
         edits_from_steering(Steering("feature_edits", {"features": []}))
     with pytest.raises(ConfigError, match="entry 1 .*valid dictionary"):
         create_method("features", {"edits": [3]})
+
+
+async def test_agentic_picker_can_be_a_goodfire_model(goodfire_server: GoodfireServer) -> None:
+    """Any configured chat backend may pick; here Llama-70B on the fake Goodfire API, whose
+    first reply is invalid (a feature number not in the list), so the pick takes two tries."""
+    goodfire_server.picker_replies.append(pick((42, 0.3)))
+    picker = create_backend("goodfire", LLAMA_70B, {"base_url": goodfire_server.url})
+    ctx = context(goodfire_server, MemoryCache(), picker=picker)
+    iv = await create_method("agentic", {"picker": "picker-llm", "candidates": 4}).resolve(
+        FUNNY, 1.0, ctx
+    )
+    found = await ctx.backend.search_features("be funny", 4)
+    assert spec_values(iv) == [(found[0]["index"], 0.3), (found[1]["index"], -0.15)]
+    assert iv.detail["pick_attempts"] == 2
+    picks = [p for e, p in goodfire_server.requests if e == "chat"]
+    assert [p["model"] for p in picks] == [LLAMA_70B, LLAMA_70B]
+    assert "feature 42 is not in the list" in picks[1]["messages"][-1]["content"]
