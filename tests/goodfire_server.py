@@ -195,8 +195,9 @@ class GoodfireServer:
         user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
         system = next((m["content"] for m in messages if m["role"] == "system"), None)
         h = _digest(model, messages, edits, payload.get("temperature"), payload.get("seed"))
-        if "Candidate features:" in user:  # an agentic picker prompt (methods/agentic.py)
-            return self._completion(model, h, self._pick(user), "stop")
+        asks = [m["content"] for m in messages if m["role"] == "user"]
+        if any("Candidate features:" in a for a in asks):  # agentic picker (methods/agentic.py)
+            return self._completion(model, h, self._pick(asks[0]), "stop")
         dose = sum(abs(v) for _, v in edits)
         steer = (
             "unsteered"
