@@ -36,3 +36,7 @@ def main() -> None:
     except SteerstatsError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise SystemExit(2) from None
+
+
+# Commands of the collection side (init, collect, status, export) register on `app` on import.
+from steerstats import _collect_cli  # noqa: E402,F401

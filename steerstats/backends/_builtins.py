@@ -4,4 +4,5 @@ Each module imports its heavy dependencies (torch, goodfire) only when a backend
 """
 
 from steerstats.backends import mock  # noqa: F401
+from steerstats.backends import openai_compat  # noqa: F401
 from steerstats.backends import goodfire  # noqa: F401
