@@ -12,13 +12,6 @@ import time
 from email.utils import formatdate
 
 import pytest
-from goodfire_server import (
-    SUPPORTED_MODELS,
-    Fault,
-    GoodfireServer,
-    feature,
-    goodfire_server_fixture,  # noqa: F401  (the goodfire_server fixture)
-)
 
 from steerstats.backends import GenerationRequest, Steering, TransientError, create_backend
 from steerstats.backends.goodfire import (
@@ -27,6 +20,13 @@ from steerstats.backends.goodfire import (
     parse_retry_after,
 )
 from steerstats.errors import ConfigError, PrerequisiteError
+from tests.goodfire_server import (
+    SUPPORTED_MODELS,
+    Fault,
+    GoodfireServer,
+    feature,
+    goodfire_server_fixture,  # noqa: F401  (the goodfire_server fixture)
+)
 
 pytestmark = pytest.mark.timeout(60)
 ENV = "GOODFIRE_BASE_URL"

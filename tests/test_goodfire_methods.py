@@ -11,18 +11,18 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import pytest
-from goodfire_server import (
-    SUPPORTED_MODELS,
-    GoodfireServer,
-    feature,
-    goodfire_server_fixture,  # noqa: F401  (the goodfire_server fixture)
-)
 
 from steerstats.backends import Backend, GenerationRequest, GenerationResult, create_backend
 from steerstats.backends.feature_edits import FeatureEdit
 from steerstats.errors import ConfigError
 from steerstats.methods import Intervention, MethodContext, Query, create_method
 from steerstats.methods.agentic import FeaturePickError, parse_pick
+from tests.goodfire_server import (
+    SUPPORTED_MODELS,
+    GoodfireServer,
+    feature,
+    goodfire_server_fixture,  # noqa: F401  (the goodfire_server fixture)
+)
 
 pytestmark = pytest.mark.timeout(60)
 
