@@ -80,7 +80,8 @@ class GoodfireServer:
     """Fake Goodfire API in a background thread; use as a context manager or start()/stop().
 
     ``calls[endpoint]`` counts every request received (faults and 401s included), ``served``
-    only successful replies; ``requests`` keeps (endpoint, payload) pairs in arrival order.
+    only successful replies, ``served_keys`` successful replies per distinct request;
+    ``requests`` keeps (endpoint, payload) pairs in arrival order.
     """
 
     def __init__(self, api_key: str = "gf-test-key-0123456789", latency_s: float = 0.0) -> None:
@@ -88,6 +89,7 @@ class GoodfireServer:
         self.latency_s = latency_s
         self.calls: Counter[str] = Counter()
         self.served: Counter[str] = Counter()
+        self.served_keys: Counter[str] = Counter()  # successful replies per request identity
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self.faults: dict[str, deque[Fault]] = defaultdict(deque)
         self.autosteer_answers: dict[str, list[tuple[dict[str, Any], float]]] = {}
@@ -265,6 +267,14 @@ def _model(payload: dict[str, Any]) -> str:
     return str(model)
 
 
+def _request_identity(endpoint: str, payload: dict[str, Any]) -> str:
+    """What makes two requests the same (a controller's ``name`` is random per Variant)."""
+    ident = dict(payload)
+    if "controller" in ident:
+        ident["controller"] = _controller_edits(ident["controller"])
+    return f"{endpoint}:{_digest(ident):x}"
+
+
 def _controller_edits(controller: Any) -> list[tuple[int, float]]:
     """(index_in_sae, value) pairs from a Controller.json() payload, validating its shape."""
     if controller is None:
@@ -344,6 +354,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         with owner._lock:
             owner.served[endpoint] += 1
+            owner.served_keys[_request_identity(endpoint, payload)] += 1
         self._send(200, json.dumps(reply).encode())
 
     def _fault(self, fault: Fault) -> None:

@@ -219,6 +219,10 @@ async def test_wrong_key_is_a_prerequisite_error_naming_the_variable(
     assert "gf-wrong-key-42" not in str(info.value)
     assert not backend.should_retry(info.value)
     assert goodfire_server.calls[endpoint] == 1
+    # the key stays refused: later calls fail the same way without another request
+    with pytest.raises(PrerequisiteError, match="GOODFIRE_API_KEY"):
+        await backend.generate(HELLO)
+    assert sum(goodfire_server.calls.values()) == 1
     await backend.aclose()
 
 

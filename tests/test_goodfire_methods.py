@@ -107,7 +107,7 @@ async def test_autosteer_resolves_once_per_query_and_model(goodfire_server: Good
         "label": "jokes",
         "value": 0.4,
     }
-    assert full.system_prompt is None and (full.strength, half.strength) == (1.0, 0.5)
+    assert full.system_prompt is None and (full.detail["scale"], half.detail["scale"]) == (1.0, 0.5)
     # the unscaled edits and their source are on record with every generation
     assert half.detail["source"] == "autosteer" and half.detail["scale"] == 0.5
     assert half.detail["edits"] == full.steering.spec["edits"]
@@ -123,7 +123,9 @@ async def test_autosteer_scale_zero_reproduces_control(goodfire_server: Goodfire
     ctx = context(goodfire_server, MemoryCache())
     zero = await create_method("autosteer").resolve(FUNNY, 0.0, ctx)
     control = await create_method("control").resolve(FUNNY, None, ctx)
-    assert zero.steering is None and zero.system_prompt is None and zero.strength == 0.0
+    assert zero.steering is None and zero.system_prompt is None and zero.detail["scale"] == 0.0
+    # the same intervention as control, so the same generation key: one shared result
+    assert zero.canonical() == control.canonical()
     assert request_for(zero) == request_for(control)
     replies = [await ctx.backend.generate(request_for(iv)) for iv in (zero, control)]
     assert replies[0].text == replies[1].text and "unsteered" in replies[0].text
@@ -155,7 +157,7 @@ async def test_autosteer_needs_a_backend_with_auto_steer() -> None:
 async def test_strength_is_a_finite_scale(goodfire_server: GoodfireServer) -> None:
     ctx = context(goodfire_server, MemoryCache())
     default = await create_method("autosteer").resolve(FUNNY, None, ctx)
-    assert default.strength == 1.0 and default.steering is not None  # no sweep: scale 1
+    assert default.detail["scale"] == 1.0 and default.steering is not None  # no sweep: scale 1
     for bad in (math.inf, math.nan):
         with pytest.raises(ConfigError, match="must be a finite number"):
             await create_method("autosteer").resolve(FUNNY, bad, ctx)
@@ -177,6 +179,7 @@ async def test_autosteer_prompt_combines_the_same_edits_with_the_prompt_method(
     assert goodfire_server.served["autosteer"] == 1  # shared cached resolution
     zero = await create_method("autosteer+prompt").resolve(FUNNY, 0.0, ctx)
     assert request_for(zero) == request_for(prompt)  # scale 0 is the prompt method exactly
+    assert zero.canonical() == prompt.canonical()
     custom = create_method("autosteer+prompt", {"template": "Always {query}."})
     assert (await custom.resolve(FUNNY, 1.0, ctx)).system_prompt == "Always be funny."
     with pytest.raises(ValueError, match="must contain '\\{query\\}'"):

@@ -112,6 +112,7 @@ class _Transport:
         self._down_since: float | None = None  # first failed connection since the last success
         self._down_reason = ""
         self._down_attempts = 0
+        self._refused: PrerequisiteError | None = None  # a refused key fails every later call
 
     def _unreachable(self) -> PrerequisiteError | None:
         if self._down_since is None:
@@ -176,6 +177,8 @@ class _Transport:
     ) -> httpx.Response:
         path = urlsplit(url).path
         where = f"Goodfire API at {self.base_url} ({method} {path})"
+        if self._refused is not None:
+            raise self._refused
         down = self._unreachable()
         if down is not None:
             raise down
@@ -200,12 +203,16 @@ class _Transport:
         body = _redact(response.text[:300], headers)
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         if status in (401, 403):
-            raise PrerequisiteError(
+            self._refused = PrerequisiteError(
                 f"the {where} refused the API key (HTTP {status}: {body or 'unauthorized'}). "
                 f"Set a valid key in the environment variable {ENV_API_KEY}."
             )
+            raise self._refused
         if status == 402:
-            raise PrerequisiteError(f"the {where} reports insufficient credits (HTTP 402: {body}).")
+            self._refused = PrerequisiteError(
+                f"the {where} reports insufficient credits (HTTP 402: {body})."
+            )
+            raise self._refused
         if status in (408, 409, 425, 429) or status >= 500:
             raise TransientError(f"{where}: HTTP {status} ({body})", retry_after=retry_after)
         raise GoodfireRequestError(f"{where} rejected the request: HTTP {status} ({body})")

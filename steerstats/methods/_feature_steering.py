@@ -68,13 +68,17 @@ def feature_intervention(
     **detail: Any,
 ) -> Intervention:
     """The Intervention for ``edits`` scaled by ``strength``; the unscaled edits and where they
-    came from go into ``detail`` so the exact intervention is on record with every generation."""
+    came from go into ``detail`` so the exact intervention is on record with every generation.
+
+    ``Intervention.strength`` stays None (the tables report the sweep's strength): the scaled
+    edits in the steering already determine the answer, and at scale 0 the intervention is then
+    identical to control's (or to the prompt method's), so it shares that result and its key.
+    """
     edits = list(edits)
     scale = scale_of(strength)
     return Intervention(
         system_prompt=system_prompt,
         steering=edits_steering(edits, scale),
-        strength=scale,
         detail={
             "source": source,
             "query": query.text,
