@@ -3,7 +3,9 @@
 The server (its own process, so it does not share this interpreter's CPU) answers every call
 after 50 ms; the collector runs with concurrency 32, so the ideal is 32 / 0.05 = 640 calls/s.
 Then the same experiment is re-run warm: zero calls, and we time the cache lookups.
-Goals: >= 0.8 of ideal calls/s; >= 5,000 cache lookups/s. Prints and writes
+Goals: >= 0.8 of ideal calls/s; >= 5,000 cache lookups/s. To separate the collector's own
+cost from the HTTP client's, it also reports CPU ms per call of this process, and runs the
+same plan on the in-process mock backend (no HTTP). Prints and writes
 benchmarks/results/collect_throughput.json.
 
     PYTHONPATH=. python benchmarks/collect_throughput.py [--calls 3000]
@@ -37,17 +39,18 @@ s.stop()
 """
 
 
-def experiment(url: str, n_prompts: int, cache_dir: str) -> str:
+def experiment(url: str, n_prompts: int, cache_dir: str, backend: str = "openai") -> str:
     items = ",\n  ".join(f'{{ text = "Benchmark prompt number {i}." }}' for i in range(n_prompts))
+    options = f'options = {{ base_url = "{url}", timeout_s = 30 }}' if backend == "openai" else ""
     return f"""
 [experiment]
 name = "throughput"
 cache_dir = "{cache_dir}"
 
 [[models]]
-backend = "openai"
+backend = "{backend}"
 model = "bench-model"
-options = {{ base_url = "{url}", timeout_s = 30 }}
+{options}
 
 [[methods]]
 name = "control"
@@ -66,7 +69,7 @@ max_tokens = 16
 seed = 0
 
 [concurrency]
-backends = {{ openai = {CONCURRENCY} }}
+default = {CONCURRENCY}
 
 [retries]
 base_delay_s = 0.05
@@ -93,12 +96,22 @@ def main() -> None:
             path.write_text(experiment(url, args.calls, str(Path(tmp) / "cache")))
             cfg = parse_config(path.read_text(), path)
 
-            t0 = time.perf_counter()
+            import openai  # noqa: F401  (imported before timing, as a long run would have)
+
+            t0, c0 = time.perf_counter(), time.process_time()
             cold = collect(cfg, progress=False)
-            cold_total = time.perf_counter() - t0
+            cold_total, cold_cpu = time.perf_counter() - t0, time.process_time() - c0
             t0 = time.perf_counter()
             warm = collect(cfg, progress=False)
             warm_total = time.perf_counter() - t0
+
+            mock_path = Path(tmp) / "mock.toml"
+            mock_path.write_text(experiment(url, args.calls, str(Path(tmp) / "mock-cache"),
+                                            backend="mock"))
+            mock_cfg = parse_config(mock_path.read_text(), mock_path)
+            c0 = time.process_time()
+            mock = collect(mock_cfg, progress=False)
+            mock_cpu = time.process_time() - c0
     finally:
         if server.stdin is not None:
             server.stdin.close()
@@ -121,6 +134,12 @@ def main() -> None:
         "ideal_calls_per_s": ideal,
         "fraction_of_ideal": achieved / ideal,
         "goal_fraction_of_ideal": 0.8,
+        "client_cpu_ms_per_call": 1000 * cold_cpu / max(1, cold.calls),
+        "collector_only_mock_backend": {
+            "tasks": mock.new_generations,
+            "tasks_per_s": mock.new_generations / mock.elapsed_s,
+            "cpu_ms_per_task_incl_planning": 1000 * mock_cpu / max(1, mock.new_generations),
+        },
         "warm_calls": warm.calls,
         "warm_lookups": warm.lookups,
         "cache_lookups_per_s": lookups_per_s,
@@ -132,6 +151,10 @@ def main() -> None:
     }
     print(f"cold: {cold.calls} calls in {run_s:.2f}s = {achieved:.0f} calls/s "
           f"(ideal {ideal:.0f}/s, {achieved / ideal:.2f} of ideal; goal 0.8)")
+    print(f"this process spent {1000 * cold_cpu / max(1, cold.calls):.2f} ms CPU per call; "
+          f"the collector alone (mock backend, no HTTP): "
+          f"{mock.new_generations / mock.elapsed_s:,.0f} tasks/s, "
+          f"{1000 * mock_cpu / max(1, mock.new_generations):.2f} ms CPU per task")
     print(f"warm: {warm.calls} calls; {warm.lookups} cache lookups at {lookups_per_s:,.0f}/s "
           f"(goal 5,000/s); whole re-run incl. planning {warm_total:.2f}s "
           f"({warm_tasks_per_s:,.0f} tasks/s)")

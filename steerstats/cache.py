@@ -1,13 +1,13 @@
 """The disk cache: content-addressed requests -> records (diskcache, SQLite underneath).
 
 A key is the SHA-256 of the canonical JSON of everything that determines an answer (DESIGN.md).
-Three kinds of entry share one directory:
+Three kinds of entry live under one directory:
 
 - results (``r/<key>``): a finished generation or judgement, written the moment it finishes;
-- failures (``f/<key>``): the last error, attempt count and time of a task that has not yet
-  succeeded; never a result, cleared by a later success;
 - resolutions (``m/<digest>``): memoised method resolutions (Auto Steer edits, feature searches),
-  implementing :class:`steerstats.methods.base.ResolutionCache`.
+  implementing :class:`steerstats.methods.base.ResolutionCache`;
+- failures (``failures/``, a store of their own so a success can clear one cheaply): the last
+  error, attempt count and time of a task that has not yet succeeded; never a result.
 
 Values are stored as JSON text, so the cache is readable without this package. Nothing secret
 goes in: backends' ``identity()`` drops secret option names and error texts are redacted.
@@ -32,7 +32,6 @@ import diskcache
 
 KEY_VERSION = 1
 _RESULT = "r/"
-_FAILURE = "f/"
 _RESOLUTION = "m/"
 
 
@@ -40,41 +39,72 @@ _RESOLUTION = "m/"
 # Canonical JSON and keys
 
 
-def _normalise(obj: Any) -> Any:
-    """Plain JSON data with floats normalised: integral floats become ints, others are rounded to
-    15 significant digits, NaN/inf become strings, -0.0 becomes 0; tuples become lists."""
-    if obj is None or isinstance(obj, bool | str):
-        return obj
-    if isinstance(obj, int):
-        return obj
-    if isinstance(obj, float):
-        if math.isnan(obj):
-            return "NaN"
-        if math.isinf(obj):
-            return "Infinity" if obj > 0 else "-Infinity"
-        if obj.is_integer():
-            return int(obj)
-        return float(f"{obj:.15g}")
+class Fragment(str):
+    """Canonical JSON already encoded (see :func:`fragment`): spliced into keys verbatim, so
+    parts shared by many keys (a judge's identity, a backend's) are encoded once."""
+
+    __slots__ = ()
+
+
+def fragment(obj: Any) -> Fragment:
+    """``obj`` encoded once as canonical JSON, for reuse inside many keys."""
+    return Fragment(canonical_json(obj))
+
+
+_encode_str = json.encoder.encode_basestring  # C-accelerated, keeps UTF-8 as is
+
+
+def _float(x: float) -> str:
+    if math.isnan(x):
+        return '"NaN"'
+    if math.isinf(x):
+        return '"Infinity"' if x > 0 else '"-Infinity"'
+    if x.is_integer():
+        return str(int(x))
+    return repr(float(f"{x:.15g}"))
+
+
+def _encode(obj: Any) -> str:
+    t = type(obj)
+    if t is str:
+        return _encode_str(obj)
+    if t is Fragment:
+        return str.__str__(obj)
+    if obj is None:
+        return "null"
+    if t is bool:
+        return "true" if obj else "false"
+    if t is int:
+        return str(obj)
+    if t is float:
+        return _float(obj)
     if isinstance(obj, Mapping):
-        out = {}
-        for k, v in obj.items():
+        parts = []
+        for k in sorted(obj):
             if not isinstance(k, str):
                 raise TypeError(f"cache key data must have string keys, got {k!r}")
-            out[k] = _normalise(v)
-        return out
+            parts.append(_encode_str(k) + ":" + _encode(obj[k]))
+        return "{" + ",".join(parts) + "}"
     if isinstance(obj, list | tuple):
-        return [_normalise(v) for v in obj]
+        return "[" + ",".join(map(_encode, obj)) + "]"
+    if isinstance(obj, str):  # str subclasses (enums)
+        return _encode_str(str(obj))
+    if isinstance(obj, bool | int):
+        return _encode(int(obj)) if not isinstance(obj, bool) else _encode(bool(obj))
+    if isinstance(obj, float):
+        return _float(float(obj))
     if hasattr(obj, "canonical"):
-        return _normalise(obj.canonical())
-    # numpy scalars and similar number-likes
-    if hasattr(obj, "item") and callable(obj.item):
-        return _normalise(obj.item())
+        return _encode(obj.canonical())
+    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars and similar
+        return _encode(obj.item())
     raise TypeError(f"cannot put {type(obj).__name__} into a cache key: {obj!r}")
 
 
 def canonical_json(obj: Any) -> str:
-    """Canonical JSON text: sorted keys, no whitespace, floats normalised, UTF-8 kept as is."""
-    return json.dumps(_normalise(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """Canonical JSON text: sorted keys, no whitespace, UTF-8 kept as is, tuples as lists,
+    floats normalised (integral floats as ints, others rounded to 15 significant digits,
+    NaN/inf as strings, -0.0 as 0)."""
+    return _encode(obj)
 
 
 def cache_key(obj: Any) -> str:
@@ -137,9 +167,12 @@ class Cache:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         # Entries are JSON text, small: keep them in SQLite rather than as separate files.
-        self._dc = diskcache.Cache(str(self.directory), disk_min_file_size=2**22,
-                                   size_limit=2**40, cull_limit=0)
+        # JSON text kept in SQLite (not separate files); never evicted.
+        settings = {"disk_min_file_size": 2**22, "eviction_policy": "none", "cull_limit": 0}
+        self._dc = diskcache.Cache(str(self.directory), **settings)
+        self._fail = diskcache.Cache(str(self.directory / "failures"), **settings)
         self._locks: dict[str, asyncio.Lock] = {}
+        self._failed: set[str] | None = None  # keys with a failure record, loaded on first use
         self.resolutions = ResolutionLedger()
 
     # results ---------------------------------------------------------------------------------
@@ -157,9 +190,10 @@ class Cache:
             text = json.dumps(record, ensure_ascii=False, allow_nan=False)
         except (TypeError, ValueError):  # NaN, tuples of objects, numpy scalars...
             text = json.dumps(_jsonable(record), ensure_ascii=False, allow_nan=False)
-        with self._dc.transact():
-            self._dc.set(_RESULT + key, text)
-            self._dc.delete(_FAILURE + key)
+        self._dc.set(_RESULT + key, text)
+        if key in self._failed_keys():
+            self._fail.delete(key)
+            self._failed.discard(key)  # type: ignore[union-attr]
 
     def results(self) -> Iterator[dict[str, Any]]:
         """Every finished record (generations and judgements), in no particular order."""
@@ -172,7 +206,9 @@ class Cache:
     # failures --------------------------------------------------------------------------------
     def failure(self, key: str) -> dict[str, Any] | None:
         """The recorded failure for ``key`` (error, attempts, last_at, kind), or None."""
-        raw = self._dc.get(_FAILURE + key)
+        if key not in self._failed_keys():  # the failure keys are loaded once (few of them)
+            return None
+        raw = self._fail.get(key)
         return None if raw is None else json.loads(raw)
 
     def record_failure(self, key: str, kind: str, error: str, attempts: int,
@@ -180,9 +216,9 @@ class Cache:
         """Add ``attempts`` to the failure count of ``key`` and keep the latest error (redacted).
 
         Does nothing if a result exists (a success is never overwritten by a failure)."""
-        with self._dc.transact():
-            if (_RESULT + key) in self._dc:
-                return {}
+        if (_RESULT + key) in self._dc:
+            return {}
+        with self._fail.transact():
             prev = self.failure(key) or {}
             rec = {
                 "key": key,
@@ -193,20 +229,27 @@ class Cache:
                 "last_at": now_iso(),
                 "detail": _jsonable(dict(detail or {})),
             }
-            self._dc.set(_FAILURE + key, json.dumps(rec, ensure_ascii=False, allow_nan=False))
+            self._fail.set(key, json.dumps(rec, ensure_ascii=False, allow_nan=False))
+        self._failed_keys().add(key)
         return rec
 
     def clear_failure(self, key: str) -> None:
         """Forget the failure recorded for ``key`` (after a success that is not a result)."""
-        self._dc.delete(_FAILURE + key)
+        if key in self._failed_keys():
+            self._fail.delete(key)
+            self._failed.discard(key)  # type: ignore[union-attr]
+
+    def _failed_keys(self) -> set[str]:
+        if self._failed is None:
+            self._failed = {k for k in self._fail.iterkeys() if isinstance(k, str)}
+        return self._failed
 
     def failures(self) -> Iterator[dict[str, Any]]:
         """Every recorded failure."""
-        for k in self._dc.iterkeys():
-            if isinstance(k, str) and k.startswith(_FAILURE):
-                raw = self._dc.get(k)
-                if raw is not None:
-                    yield json.loads(raw)
+        for k in self._fail.iterkeys():
+            raw = self._fail.get(k)
+            if raw is not None:
+                yield json.loads(raw)
 
     # resolutions (ResolutionCache protocol) --------------------------------------------------
     def resolution_key(self, namespace: str, key: Mapping[str, Any]) -> str:
@@ -273,6 +316,7 @@ class Cache:
     # housekeeping ----------------------------------------------------------------------------
     def close(self) -> None:
         self._dc.close()
+        self._fail.close()
 
     def __enter__(self) -> Cache:
         return self

@@ -15,15 +15,25 @@ The sync entry points used by the CLI are :func:`collect`, :func:`estimate` and 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import hashlib
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from steerstats.backends import create_backend
 from steerstats.backends.base import Backend, GenerationRequest, GenerationResult
-from steerstats.cache import KEY_VERSION, Cache, cache_key, canonical_json, now_iso
+from steerstats.cache import (
+    KEY_VERSION,
+    Cache,
+    Fragment,
+    cache_key,
+    canonical_json,
+    fragment,
+    now_iso,
+)
 from steerstats.config import Experiment, JudgeSpec, ModelSpec
 from steerstats.errors import BudgetExceeded, ConfigError, SteerstatsError
 from steerstats.grid import experiment_prompts, experiment_queries
@@ -50,6 +60,7 @@ __all__ = [
     "RunSummary",
     "Session",
     "StatusReport",
+    "acollect",
     "collect",
     "estimate",
     "plan",
@@ -91,6 +102,7 @@ class Session:
     def __init__(self, config: Experiment, *, cache: Cache | None = None,
                  dry: bool = False) -> None:
         self.config = config
+        self._own_cache = cache is None
         self.cache = cache if cache is not None else Cache(config.cache_path)
         self.meter = Meter(
             budget=Budget(config.budget.max_usd, config.budget.max_calls),
@@ -102,14 +114,18 @@ class Session:
             seed=config.experiment.seed,
         )
         self._raw: dict[str, Backend] = {}
+        self._by_label: dict[str, MeteredBackend] = {}
+        self._judge_proxies: dict[str, MeteredBackend | None] = {}
         self.methods: dict[str, Method] = {
             ms.column: create_method(ms.name, dict(ms.params)) for ms in config.methods
         }
         self.judges: dict[str, Judge] = {}
         self.judge_specs: dict[str, JudgeSpec] = {js.label: js for js in config.judges}
+        self.repeats: dict[str, int] = {}
         for js in config.judges:
             judge = create_judge(js.name, dict(js.params))
-            for attr, value in (("repeats", js.repeats), ("rater", js.rater_label)):
+            self.repeats[js.label] = js.effective_repeats(int(getattr(judge, "repeats", 1)))
+            for attr, value in (("repeats", self.repeats[js.label]), ("rater", js.rater_label)):
                 try:
                     setattr(judge, attr, value)
                 except AttributeError:  # frozen judges keep their own; the spec still rules
@@ -140,10 +156,15 @@ class Session:
 
     def model_backend(self, label: str) -> MeteredBackend:
         """The metered backend of the model (or helper) labelled ``label``."""
+        proxy = self._by_label.get(label)
+        if proxy is not None:
+            return proxy
         for section, specs in (("models", self.config.models), ("helpers", self.config.helpers)):
             for i, spec in enumerate(specs):
                 if spec.name == label:
-                    return self.meter.wrap(self._spec_backend(spec, f"{section}[{i}]"))
+                    proxy = self.meter.wrap(self._spec_backend(spec, f"{section}[{i}]"))
+                    self._by_label[label] = proxy
+                    return proxy
         valid = ", ".join(m.name for m in (*self.config.models, *self.config.helpers))
         raise ConfigError(f"no model or helper labelled {label!r}; valid labels: {valid}")
 
@@ -151,11 +172,16 @@ class Session:
 
     def judge_backend(self, label: str) -> MeteredBackend | None:
         """The metered chat backend of judge ``label`` (None for computed judges)."""
+        if label in self._judge_proxies:
+            return self._judge_proxies[label]
         js = self.judge_specs[label]
-        if js.backend is None or js.model is None:
-            return None
-        i = self.config.judges.index(js)
-        return self.meter.wrap(self._backend(js.backend, js.model, js.options, f"judges[{i}]"))
+        proxy = None
+        if js.backend is not None and js.model is not None:
+            i = self.config.judges.index(js)
+            proxy = self.meter.wrap(self._backend(js.backend, js.model, js.options,
+                                                  f"judges[{i}]"))
+        self._judge_proxies[label] = proxy
+        return proxy
 
     def context(self, model_label: str) -> MethodContext:
         """What a method may use while resolving for ``model_label``."""
@@ -171,6 +197,10 @@ class Session:
         for b in self._raw.values():
             await b.aclose()
         self._raw.clear()
+        self._by_label.clear()
+        self._judge_proxies.clear()
+        if self._own_cache:
+            self.cache.close()
 
     async def __aenter__(self) -> Session:
         return self
@@ -263,24 +293,46 @@ def _request(cfg: Experiment, iv: Intervention, prompt: Prompt, sample: int) -> 
 def generation_key(backend_identity: dict[str, Any], iv: Intervention,
                    request: GenerationRequest, sample: int) -> str:
     """Key of one generation: backend identity, resolved intervention, request, replicate."""
+    return _generation_key(backend_identity, iv.canonical(), request, sample)
+
+
+def _generation_key(backend: Any, intervention: Any, request: GenerationRequest,
+                    sample: int) -> str:
+    # backend and intervention may be pre-encoded fragments (shared by many tasks)
     return cache_key({
-        "v": KEY_VERSION, "kind": "generation", "backend": backend_identity,
-        "intervention": iv.canonical(), "request": request.canonical(), "sample": sample,
+        "v": KEY_VERSION, "kind": "generation", "backend": backend,
+        "intervention": intervention, "request": request.canonical(), "sample": sample,
     })
+
+
+def _query_part(query: Query) -> dict[str, Any]:
+    return {"id": query.id, "text": query.text, "criteria": query.criteria}
+
+
+def _prompt_part(prompt: Prompt) -> dict[str, Any]:
+    return {"id": prompt.id, "text": prompt.text, "set": prompt.prompt_set,
+            "answer": prompt.answer}
 
 
 def judgement_key(judge_identity: dict[str, Any], judge_backend: dict[str, Any] | None,
                   gen_key: str, query: Query, prompt: Prompt, repeat: int) -> str:
     """Key of one judging occasion: judge and its backend, the generation, what the judge was
     shown beside the response (query and prompt), and the repeat index."""
-    return cache_key({
-        "v": KEY_VERSION, "kind": "judgement", "judge": judge_identity,
-        "judge_backend": judge_backend, "generation": gen_key,
-        "query": {"id": query.id, "text": query.text, "criteria": query.criteria},
-        "prompt": {"id": prompt.id, "text": prompt.text, "set": prompt.prompt_set,
-                   "answer": prompt.answer},
-        "repeat": repeat,
-    })
+    return _judgement_key(judge_identity, judge_backend, gen_key, _query_part(query),
+                          _prompt_part(prompt), repeat)
+
+
+def _judgement_key(judge: Any, judge_backend: Any, gen_key: str, query: Any, prompt: Any,
+                   repeat: int) -> str:
+    # The canonical JSON of {"generation", "judge", "judge_backend", "kind", "prompt", "query",
+    # "repeat", "v"} (keys in sorted order), written out directly: there are many judge tasks.
+    text = "".join((
+        '{"generation":', canonical_json(gen_key), ',"judge":', canonical_json(judge),
+        ',"judge_backend":', canonical_json(judge_backend), ',"kind":"judgement","prompt":',
+        canonical_json(prompt), ',"query":', canonical_json(query), ',"repeat":',
+        canonical_json(repeat), ',"v":', canonical_json(KEY_VERSION), "}",
+    ))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _resolution_failure_key(unit: _Unit, method: Method, backend: dict[str, Any]) -> str:
@@ -374,12 +426,16 @@ async def _plan(config: Experiment, session: Session, limit_queries: int | None,
     resolved = dict(zip(todo, await asyncio.gather(*(_resolve(session, u) for u in todo)),
                         strict=True))
 
-    identities = {m.name: session.model_backend(m.name).identity() for m in config.models}
-    judge_ids = {label: j.identity() for label, j in session.judges.items()}
+    # Parts shared by many keys are encoded once (the keys are the same as encoding in full).
+    identities = {m.name: fragment(session.model_backend(m.name).identity())
+                  for m in config.models}
+    judge_ids = {label: fragment(j.identity()) for label, j in session.judges.items()}
     judge_backends = {}
     for label in session.judges:
         jb = session.judge_backend(label)
-        judge_backends[label] = None if jb is None else jb.identity()
+        judge_backends[label] = fragment(None if jb is None else jb.identity())
+    judge_labels = [js.label for js in config.judges]
+    prompt_parts: dict[int, Fragment] = {}
     samples = config.sampling.samples
 
     by_unit: dict[_Unit, _UnitTasks] = {}
@@ -388,6 +444,8 @@ async def _plan(config: Experiment, session: Session, limit_queries: int | None,
             by_unit[unit] = reuse[unit]
             continue
         iv, note = resolved[unit]
+        iv_part = None if iv is None else fragment(iv.canonical())
+        query_part = fragment(_query_part(unit.query))
         gens: list[GenerationTask] = []
         for prompt in prompts[unit.query.id]:
             for s in range(samples):
@@ -397,19 +455,22 @@ async def _plan(config: Experiment, session: Session, limit_queries: int | None,
                 else:
                     g.intervention = iv
                     g.request = _request(config, iv, prompt, s)
-                    g.key = generation_key(identities[unit.model], iv, g.request, s)
+                    g.key = _generation_key(identities[unit.model], iv_part, g.request, s)
                 gens.append(g)
         judgements: list[JudgeTask] = []
         for g in gens:
-            for js in config.judges:
-                if not session.judges[js.label].applies_to(g.prompt):
+            prompt_part = prompt_parts.get(id(g.prompt))
+            if prompt_part is None:
+                prompt_part = prompt_parts[id(g.prompt)] = fragment(_prompt_part(g.prompt))
+            for label in judge_labels:
+                if not session.judges[label].applies_to(g.prompt):
                     continue
-                for r in range(js.repeats):
+                for r in range(session.repeats[label]):
                     key = None
                     if g.key is not None:
-                        key = judgement_key(judge_ids[js.label], judge_backends[js.label], g.key,
-                                            g.query, g.prompt, r)
-                    judgements.append(JudgeTask(g, js.label, r, key))
+                        key = _judgement_key(judge_ids[label], judge_backends[label], g.key,
+                                             query_part, prompt_part, r)
+                    judgements.append(JudgeTask(g, label, r, key))
         by_unit[unit] = _UnitTasks(iv, note, gens, judgements)
 
     unresolved = {(u.model, u.method, u.strength, u.query.id): t.note or ""
@@ -724,8 +785,10 @@ def recorded_usage(p: Plan, keys: Iterable[str] | None = None) -> tuple[float, i
     return usd, calls
 
 
-async def _collect(config: Experiment, limit_queries: int | None, limit_prompts: int | None,
-                   progress: bool, console: Any) -> RunSummary:
+async def acollect(config: Experiment, *, limit_queries: int | None = None,
+                   limit_prompts: int | None = None, progress: bool = True,
+                   console: Any = None) -> RunSummary:
+    """Async :func:`collect`, for callers already inside an event loop."""
     budgeted = config.budget.max_usd is not None or config.budget.max_calls is not None
     async with Session(config, dry=budgeted) as session:
         dry_plan = None
@@ -749,7 +812,20 @@ def collect(config: Experiment, *, limit_queries: int | None = None,
             limit_prompts: int | None = None, progress: bool = True,
             console: Any = None) -> RunSummary:
     """Plan and run ``config`` (what ``steerstats collect`` does); safe to interrupt and re-run."""
-    return asyncio.run(_collect(config, limit_queries, limit_prompts, progress, console))
+    return _run_sync(lambda: acollect(config, limit_queries=limit_queries,
+                                      limit_prompts=limit_prompts, progress=progress,
+                                      console=console))
+
+
+def _run_sync(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine to completion from sync code, also when an event loop is already running
+    in this thread (Jupyter, Quarto): then in a worker thread with its own loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make())
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(make())).result()
 
 
 @dataclass
@@ -933,4 +1009,4 @@ def with_plan(config: Experiment, fn: Callable[[Plan], T], *, limit_queries: int
         async with Session(config, dry=True) as session:
             return fn(await _plan(config, session, limit_queries, limit_prompts))
 
-    return asyncio.run(go())
+    return _run_sync(go)

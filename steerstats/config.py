@@ -63,8 +63,10 @@ class _Spec(BaseModel):
 
 
 def slugify(text: str) -> str:
-    """The id of a query or prompt from its text: lower case, runs of other characters -> '-'."""
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    """The id of a query from its text ("be funny" -> "be-funny"): the datasets' rule."""
+    from steerstats.datasets import slugify as dataset_slugify
+
+    return str(dataset_slugify(text))
 
 
 class ExperimentSection(_Spec):
@@ -128,6 +130,12 @@ class QueryItem(_Spec):
     id: str | None = None
     criteria: str | None = None
 
+    @model_validator(mode="after")
+    def _has_id(self) -> QueryItem:
+        if self.id is None and not re.search(r"[A-Za-z0-9]", self.text):
+            raise ValueError("text has no letters or digits to make an id from; give id = ...")
+        return self
+
     @property
     def query_id(self) -> str:
         return self.id or slugify(self.text)
@@ -169,6 +177,9 @@ class OpenPromptsSpec(_Spec):
     n_topic: int | None = Field(default=None, ge=0)
     n_common: int = Field(default=20, ge=0)
     seed: int | None = None
+    # true: every query gets the same common prompts (prompt crossed with query); false: each
+    # query draws its own, as the original study did
+    crossed: bool = True
     file: str | None = None
     items: tuple[PromptItem, ...] | None = None
 
@@ -180,7 +191,8 @@ class OpenPromptsSpec(_Spec):
 
 
 class MMLUSpec(_Spec):
-    """[prompts.mmlu]: ``n`` questions stratified by subject (all when omitted)."""
+    """[prompts.mmlu]: ``n`` questions stratified by subject (all when omitted), from the
+    shipped "paper" set or a JSONL file (relative to the experiment file)."""
 
     n: int | None = Field(default=None, ge=1)
     seed: int | None = None
@@ -214,7 +226,7 @@ class JudgeSpec(_Spec):
     backend: str | None = None
     model: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
-    repeats: int = Field(default=1, ge=1)
+    repeats: int | None = Field(default=None, ge=1)
     params: dict[str, Any] = Field(default_factory=dict)
     rater: str | None = None
 
@@ -228,12 +240,23 @@ class JudgeSpec(_Spec):
     def _backend_and_model(self) -> JudgeSpec:
         if (self.backend is None) != (self.model is None):
             raise ValueError("give both backend and model (a chat judge) or neither (computed)")
+        for key in ("repeats", "rater"):
+            ours, theirs = getattr(self, key), self.params.get(key)
+            if ours is not None and theirs is not None and ours != theirs:
+                raise ValueError(f"{key} is given twice ({ours!r} and params.{key} = "
+                                 f"{theirs!r}); keep one")
         return self
 
     @property
     def rater_label(self) -> str:
-        """The scores table's ``rater``: given, else the judge model, else 'auto'."""
-        return self.rater or self.model or "auto"
+        """The scores table's ``rater``: given (here or in params), else the judge model,
+        else 'auto' (computed judges)."""
+        return self.rater or self.params.get("rater") or self.model or "auto"
+
+    def effective_repeats(self, default: int = 1) -> int:
+        """``repeats`` given here or in params, else the judge's own default."""
+        value = self.repeats if self.repeats is not None else self.params.get("repeats", default)
+        return int(value)
 
     @property
     def label(self) -> str:

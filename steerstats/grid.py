@@ -38,10 +38,13 @@ def experiment_queries(cfg: Experiment, limit: int | None = None) -> list[Query]
     spec = cfg.queries
     if spec.items is not None:
         queries = [Query(id=q.query_id, text=q.text, criteria=q.criteria) for q in spec.items]
-    elif spec.file is not None:
-        queries = list(_datasets().load_queries(str(cfg.resolve_path(spec.file))))
     else:
-        queries = list(_datasets().load_queries(spec.set or "paper"))
+        source = str(cfg.resolve_path(spec.file)) if spec.file is not None else spec.set or "paper"
+        try:
+            queries = list(_datasets().load_queries(source))
+        except ValueError as exc:  # DataError too
+            field = "queries.file" if spec.file is not None else "queries.set"
+            raise ConfigError(f"{cfg.path}: {field}: {exc}") from None
     if spec.ids is not None:
         by_id = {q.id: q for q in queries}
         unknown = [i for i in spec.ids if i not in by_id]
@@ -70,16 +73,24 @@ def experiment_prompts(
                      else _read_prompt_file(cfg, str(op.file)))
             per_query = _custom_open_prompts(items, queries, cfg)
         else:
-            per_query = _datasets().open_prompts(
-                list(queries), n_topic=op.n_topic, n_common=op.n_common, seed=cfg.seed_for(op.seed)
-            )
+            try:
+                per_query = _datasets().open_prompts(
+                    list(queries), n_topic=op.n_topic, n_common=op.n_common,
+                    seed=cfg.seed_for(op.seed), crossed=op.crossed)
+            except ValueError as exc:
+                raise ConfigError(f"{cfg.path}: prompts.open: {exc}") from None
         for q in queries:
             got = list(per_query.get(q.id, []))
             out[q.id].extend(got[:limit] if limit is not None else got)
     mm = cfg.prompts.mmlu
     if mm is not None:
-        questions = list(_datasets().mmlu_prompts(n=mm.n, seed=cfg.seed_for(mm.seed),
-                                                  source=mm.source))
+        as_path = cfg.resolve_path(mm.source)  # a JSONL file next to the experiment, or a name
+        source = str(as_path) if as_path.is_file() else mm.source
+        try:
+            questions = list(_datasets().mmlu_prompts(n=mm.n, seed=cfg.seed_for(mm.seed),
+                                                      source=source))
+        except (ValueError, OSError) as exc:  # DataError too
+            raise ConfigError(f"{cfg.path}: prompts.mmlu: {exc}") from None
         if limit is not None:
             questions = questions[:limit]
         for q in queries:

@@ -170,7 +170,8 @@ def build_manifest(p: Plan, generations: pd.DataFrame, scores: pd.DataFrame,
                      "strengths": None if m.strengths is None else list(m.strengths)}
                     for m in cfg.methods],
         # Judge identities carry their template digests, so a changed rubric is visible.
-        "judges": [{"label": js.label, "rater": js.rater_label, "repeats": js.repeats,
+        "judges": [{"label": js.label, "rater": js.rater_label,
+                    "repeats": session.repeats[js.label],
                     "identity": session.judges[js.label].identity(),
                     "backend": (None if (jb := session.judge_backend(js.label)) is None
                                 else jb.identity())}

@@ -68,6 +68,7 @@ class FakeOpenAIServer:
         self.requests = 0
         self._faults: list[_Fault] = []
         self._hold_after: int | None = None
+        self._admitted = 0
         self._held = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -224,7 +225,11 @@ class FakeOpenAIServer:
                     break
         if fault is not None:
             return await self._fault(fault, writer)
-        if self._hold_after is not None and self.total_successes >= self._hold_after:
+        with self._lock:  # admit at most hold_after answers, counting those still in latency
+            hold = self._hold_after is not None and self._admitted >= self._hold_after
+            if not hold:
+                self._admitted += 1
+        if hold:
             self._held += 1
             assert self._release is not None
             await self._release.wait()

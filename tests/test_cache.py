@@ -69,7 +69,8 @@ def test_cache_key_is_stable_across_processes() -> None:
         "'layer': 12}), strength=4.0)))"
     )
     for hashseed in ("0", "12345"):
-        env = {**os.environ, "PYTHONHASHSEED": hashseed, "PYTHONPATH": str(ROOT)}
+        path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "PYTHONHASHSEED": hashseed, "PYTHONPATH": path}
         out = subprocess.run([sys.executable, "-c", code, str(ROOT)], env=env, check=True,
                              capture_output=True, text=True).stdout.strip()
         assert out == here
@@ -119,6 +120,13 @@ def test_judgement_key_depends_on_judge_generation_query_prompt_and_repeat() -> 
     ]
     assert len({base, *variants}) == 1 + len(variants)
     assert judgement_key(dict(reversed(judge.items())), jb, "g1", q, p, 0) == base
+    # the planner's fast path writes the same canonical JSON as the general encoder
+    full = cache_key({"v": 1, "kind": "judgement", "judge": judge, "judge_backend": jb,
+                      "generation": "g1", "repeat": 0,
+                      "query": {"id": q.id, "text": q.text, "criteria": q.criteria},
+                      "prompt": {"id": p.id, "text": p.text, "set": p.prompt_set,
+                                 "answer": p.answer}})
+    assert base == full
 
 
 def test_results_and_failures(tmp_path: Path) -> None:

@@ -326,3 +326,23 @@ def test_tidy_tables_follow_the_plan_before_and_after(tmp_path: Path,
     assert gens["key"].str.len().eq(64).all() and gens["n_tokens"].dtype == "Int64"
     assert set(scores["rater"]) == {"judge-model", "auto"}
     assert json.loads(json.dumps(list(gens.columns))) == list(gens.columns)
+
+
+def test_sync_entry_points_work_inside_a_running_event_loop(tmp_path: Path) -> None:
+    """As in Jupyter or Quarto, where a loop is already running in the calling thread."""
+    import asyncio
+
+    from steerstats.collect import acollect
+
+    path = tmp_path / "exp.toml"
+    path.write_text('[experiment]\nname = "nb"\n\n[[models]]\nbackend = "mock"\nmodel = "m"\n\n'
+                    '[[methods]]\nname = "control"\n\n[queries]\nitems = [{ text = "be brief" }]'
+                    '\n\n[prompts.open]\nitems = [{ text = "hello" }]\n')
+    cfg = load_config(path)
+
+    async def notebook() -> tuple[bool, int, int]:
+        summary = await acollect(cfg, progress=False)
+        gens, _ = tables(cfg)  # a sync helper called from inside the loop
+        return summary.complete, len(gens), status(cfg).rows[0].done
+
+    assert asyncio.run(notebook()) == (True, 1, 1)

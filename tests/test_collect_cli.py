@@ -74,7 +74,8 @@ base_delay_s = 0.01
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "OPENAI_API_KEY": KEY}
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, "OPENAI_API_KEY": KEY}
 
 
 def _finished(cache_dir: Path) -> dict[str, str]:
@@ -183,3 +184,38 @@ def test_user_errors_print_one_line_without_traceback(tmp_path: Path) -> None:
     assert res.stderr.startswith(f"error: {bad}: ")
     assert "experiment.mystery: unknown key 'mystery'" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_every_shipped_preset_is_a_valid_experiment(tmp_path: Path) -> None:
+    from steerstats.config import init_experiment, preset_names
+
+    assert preset_names()
+    for name in preset_names():
+        cfg = load_config(init_experiment(tmp_path / f"{name}.toml", name))
+        assert cfg.experiment.name
+
+
+def test_openai_preset_pilot_with_shipped_datasets_and_judges(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    runner = CliRunner()
+    path = tmp_path / "my.toml"
+    assert runner.invoke(app, ["init", str(path), "--preset", "openai"]).exit_code == 0
+    with FakeOpenAIServer(api_key=KEY) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.url)  # the preset leaves base_url unset
+        args = ["collect", str(path), "-q", "--limit-queries", "1", "--limit-prompts", "2"]
+        res = runner.invoke(app, args)
+        assert res.exit_code == 0, res.output
+        assert "complete" in res.stdout
+    from steerstats.tidy import tables
+
+    gens, scores = tables(load_config(path), limit_queries=1, limit_prompts=2)
+    assert set(gens["prompt_set"]) == {"open", "mmlu"} and gens["error"].isna().all()
+    assert set(gens["query_id"]) == {"be-funny"} and len(gens) == 2 * (2 + 2)
+    acc = scores[scores.metric == "accuracy"]
+    assert set(acc["rater"]) == {"auto"} and set(acc["prompt_set"]) == {"mmlu"}
+    assert acc["value"].isin([0.0, 1.0]).all()  # the fake server always answers a letter
+    rubric = scores[scores.metric.isin(["behavior", "coherence"])]
+    assert set(rubric["rater"]) == {"gpt-4o-mini"} and rubric["repeat"].max() == 1
+    assert rubric["value"].between(1, 5).all()
+    assert (rubric.groupby(["metric", "key"]).size() == 2).all()  # 2 repeats per generation
