@@ -100,12 +100,10 @@ class _Transport:
         base_url: str,
         timeout_s: float,
         connect_timeout_s: float,
-        pool: int,
         unreachable_after_s: float,
     ) -> None:
         self.base_url = base_url
         self.timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
-        self.pool = pool
         self.unreachable_after_s = unreachable_after_s
         self._client: httpx.AsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -131,7 +129,8 @@ class _Transport:
         if self._client is None or self._loop is not loop or self._client.is_closed:
             self._client = httpx.AsyncClient(
                 timeout=self.timeout,
-                limits=httpx.Limits(max_connections=self.pool, max_keepalive_connections=self.pool),
+                # the collector bounds calls in flight; the pool must not add its own queue
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=32),
             )
             self._loop = loop
         return self._client
@@ -276,7 +275,6 @@ class GoodfireBackend(Backend):
             self.base_url,
             float(settings["timeout_s"]),
             float(settings["connect_timeout_s"]),
-            pool=max(1, self._concurrency),
             unreachable_after_s=float(settings["unreachable_after_s"]),
         )
         self._sdk: Any = None
