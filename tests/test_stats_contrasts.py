@@ -146,3 +146,11 @@ def test_unparsed_values_are_not_paired(scores: pd.DataFrame) -> None:
     n_prompts = 3 + 4  # per query: 3 topic + 4 common
     key = ("model-a", "steer", "behavior")
     assert got.loc[key, "n_pairs"] == ref.loc[key, "n_pairs"] - n_prompts
+
+
+def test_one_query_gives_differences_without_intervals(scores: pd.DataFrame) -> None:
+    one = scores[scores["query_id"] == "be-concise"]
+    with pytest.warns(RuntimeWarning, match="single level of \\['query_id'\\]"):
+        got = paired_contrasts(one, n_boot=200)
+    assert got["diff"].notna().all() and (got["n_pairs"] > 0).all()
+    assert got[["ci_low", "ci_high", "p", "p_holm", "df"]].isna().all().all()

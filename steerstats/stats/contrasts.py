@@ -57,6 +57,8 @@ def paired_cells(
         {"model": model, "method": method, "strength": strength, "metric": metric,
          "value": value, "sample": sample},
     )
+    if scores.empty:
+        raise ValueError("scores has no rows: nothing to contrast")
     methods = pd.unique(scores[method])
     if baseline not in set(methods):
         raise ValueError(
