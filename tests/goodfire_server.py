@@ -76,6 +76,11 @@ def _feature_for(model: str, text: str, salt: int) -> dict[str, Any]:
     return feature(model, index, f"{text} (aspect {salt})")
 
 
+class _Listener(ThreadingHTTPServer):
+    # The default listen backlog (5) resets connections when a test opens dozens at once.
+    request_queue_size = 256
+
+
 class GoodfireServer:
     """Fake Goodfire API in a background thread; use as a context manager or start()/stop().
 
@@ -120,7 +125,7 @@ class GoodfireServer:
         class Handler(_Handler):
             owner = server
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = _Listener(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.02,), daemon=True)
         self._thread.start()
