@@ -1,0 +1,198 @@
+"""``openai``: any OpenAI-compatible chat-completions server (OpenAI, vLLM, SGLang, llama.cpp).
+
+Uses the openai SDK's ``AsyncOpenAI`` with its own retries off (``max_retries=0``): the
+collector retries, so budget and call counts see every attempt. Rate limits, 5xx, timeouts,
+dropped connections and malformed replies become :class:`TransientError` carrying the
+server's ``Retry-After``. The API key comes only from ``OPENAI_API_KEY``; a server on this
+machine (127.0.0.1 / localhost) may run without one.
+
+Options (experiment ``options = {...}``): ``base_url`` (else ``OPENAI_BASE_URL``, else OpenAI),
+``timeout_s`` (per request, default 120), ``max_concurrency`` (default 16), ``extra_body``
+(extra request fields, e.g. ``{top_p = 0.9}``; part of the cache key),
+``max_tokens_field`` ("max_tokens" or "max_completion_tokens" for models that need it).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import os
+import time
+from typing import Any
+from urllib.parse import urlparse
+
+from steerstats.backends._registry import backend
+from steerstats.backends.base import Backend, GenerationRequest, GenerationResult, TransientError
+from steerstats.errors import ConfigError, PrerequisiteError
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+_LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
+_OPTIONS = {"base_url", "timeout_s", "max_concurrency", "extra_body", "max_tokens_field"}
+# A placeholder sent to local servers that need no key (vLLM, llama.cpp without --api-key).
+_NO_KEY = "no-key-required"
+
+
+def _is_local(url: str) -> bool:
+    return (urlparse(url).hostname or "") in _LOCAL_HOSTS
+
+
+def parse_retry_after(headers: Any) -> float | None:
+    """Seconds from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""
+    if headers is None:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        if parsed is None:
+            return None
+        return max(0.0, parsed.timestamp() - time.time())
+
+
+@backend("openai")
+class OpenAIBackend(Backend):
+    """Chat completions from an OpenAI-compatible server (no activation steering)."""
+
+    def __init__(self, model: str, options: dict[str, Any] | None = None) -> None:
+        super().__init__(model, options)
+        unknown = sorted(set(self.options) - _OPTIONS)
+        if unknown:
+            raise ConfigError(
+                f"openai backend: unknown option(s) {', '.join(unknown)}; "
+                f"accepted: {', '.join(sorted(_OPTIONS))}"
+            )
+        self.base_url = str(
+            self.options.get("base_url") or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+        ).rstrip("/")
+        self.timeout_s = float(self.options.get("timeout_s", 120.0))
+        self.extra_body = dict(self.options.get("extra_body") or {})
+        self.max_tokens_field = str(self.options.get("max_tokens_field", "max_tokens"))
+        if self.max_tokens_field not in ("max_tokens", "max_completion_tokens"):
+            raise ConfigError(
+                "openai backend: max_tokens_field must be 'max_tokens' or 'max_completion_tokens'"
+            )
+        self._client: Any = None
+
+    def identity(self) -> dict[str, Any]:
+        """Server, model and request-shaping options; not timeouts, limits or credentials."""
+        return {
+            "backend": self.name,
+            "model": self.model,
+            "base_url": self.base_url,
+            "extra_body": self.extra_body,
+        }
+
+    def max_concurrency(self) -> int:
+        return int(self.options.get("max_concurrency", 16))
+
+    def _get_client(self) -> Any:
+        if self._client is None:
+            from openai import AsyncOpenAI
+
+            key = os.environ.get("OPENAI_API_KEY")
+            if not key:
+                if not _is_local(self.base_url):
+                    raise PrerequisiteError(
+                        f"the openai backend needs an API key for {self.base_url}: set the "
+                        "OPENAI_API_KEY environment variable (keys are never read from the "
+                        "experiment file)"
+                    )
+                key = _NO_KEY
+            self._client = AsyncOpenAI(
+                api_key=key, base_url=self.base_url, max_retries=0, timeout=self.timeout_s
+            )
+        return self._client
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        if request.steering is not None:
+            raise ConfigError(
+                f"the openai backend cannot apply {request.steering.kind!r} steering; use a "
+                "method that steers by prompt (control, prompt) or a backend that steers "
+                "(local, goodfire)"
+            )
+        import httpx2
+        import openai
+
+        client = self._get_client()
+        body: dict[str, Any] = {
+            **self.extra_body,
+            "model": self.model,
+            "messages": [dict(m) for m in request.messages],
+            "temperature": request.temperature,
+            self.max_tokens_field: request.max_tokens,
+        }
+        if request.seed is not None:
+            body["seed"] = request.seed
+        try:
+            # The SDK's documented low-level call (auth, base URL, timeouts, status errors)
+            # with the reply parsed here: the typed create() costs ~1 ms more CPU per call.
+            resp = await client.post("/chat/completions", body=body, cast_to=httpx2.Response)
+            data = json.loads(resp.content)
+        except openai.RateLimitError as exc:
+            raise TransientError(f"rate limited (429): {exc.message}",
+                                 parse_retry_after(exc.response.headers)) from exc
+        except openai.APITimeoutError as exc:
+            raise TransientError(f"timed out after {self.timeout_s}s") from exc
+        except openai.APIConnectionError as exc:
+            raise TransientError(f"connection error: {exc.__cause__ or exc}") from exc
+        except openai.AuthenticationError as exc:
+            raise PrerequisiteError(
+                f"{self.base_url} rejected the API key (401); check OPENAI_API_KEY"
+            ) from exc
+        except openai.PermissionDeniedError as exc:
+            raise PrerequisiteError(
+                f"{self.base_url} refused access to {self.model!r} (403): {exc.message}"
+            ) from exc
+        except openai.NotFoundError as exc:
+            raise ConfigError(
+                f"{self.base_url} does not serve model {self.model!r} (404): {exc.message}"
+            ) from exc
+        except openai.APIStatusError as exc:
+            status = exc.status_code
+            if status in (408, 409) or status >= 500:
+                raise TransientError(f"server error {status}: {exc.message}",
+                                     parse_retry_after(exc.response.headers)) from exc
+            raise
+        except (openai.APIResponseValidationError, ValueError) as exc:  # JSONDecodeError too
+            raise TransientError(f"malformed reply: {exc}") from exc
+        except httpx2.TransportError as exc:  # a connection dropped while reading the body
+            raise TransientError(f"connection error: {exc}") from exc
+        return _result(data)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+
+def _result(data: Any) -> GenerationResult:
+    """The first choice's text, finish reason and token usage; malformed replies are transient."""
+    try:
+        choice = data["choices"][0]
+        message = choice["message"]
+    except (TypeError, KeyError, IndexError):
+        raise TransientError(
+            f"malformed reply: no choices/message in {str(data)[:200]!r}") from None
+    text = message.get("content") if isinstance(message, dict) else None
+    usage = data.get("usage") or {}
+    extra = {k: data[k] for k in ("model", "system_fingerprint") if isinstance(data.get(k), str)}
+    return GenerationResult(
+        text=text if isinstance(text, str) else "",
+        finish_reason=choice.get("finish_reason"),
+        prompt_tokens=_int_or_none(usage.get("prompt_tokens")),
+        completion_tokens=_int_or_none(usage.get("completion_tokens")),
+        extra=extra,
+    )
+
+
+def _int_or_none(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None

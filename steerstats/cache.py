@@ -1,0 +1,342 @@
+"""The disk cache: content-addressed requests -> records (diskcache, SQLite underneath).
+
+A key is the SHA-256 of the canonical JSON of everything that determines an answer (DESIGN.md).
+Three kinds of entry live under one directory:
+
+- results (``r/<key>``): a finished generation or judgement, written the moment it finishes;
+- resolutions (``m/<digest>``): memoised method resolutions (Auto Steer edits, feature searches),
+  implementing :class:`steerstats.methods.base.ResolutionCache`;
+- failures (``failures/``, a store of their own so a success can clear one cheaply): the last
+  error, attempt count and time of a task that has not yet succeeded; never a result.
+
+Values are stored as JSON text, so the cache is readable without this package. Nothing secret
+goes in: backends' ``identity()`` drops secret option names and error texts are redacted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import diskcache
+
+KEY_VERSION = 1
+_RESULT = "r/"
+_RESOLUTION = "m/"
+
+
+# ---------------------------------------------------------------------------------------------
+# Canonical JSON and keys
+
+
+class Fragment(str):
+    """Canonical JSON already encoded (see :func:`fragment`): spliced into keys verbatim, so
+    parts shared by many keys (a judge's identity, a backend's) are encoded once."""
+
+    __slots__ = ()
+
+
+def fragment(obj: Any) -> Fragment:
+    """``obj`` encoded once as canonical JSON, for reuse inside many keys."""
+    return Fragment(canonical_json(obj))
+
+
+_encode_str = json.encoder.encode_basestring  # C-accelerated, keeps UTF-8 as is
+
+
+def _float(x: float) -> str:
+    if math.isnan(x):
+        return '"NaN"'
+    if math.isinf(x):
+        return '"Infinity"' if x > 0 else '"-Infinity"'
+    if x.is_integer():
+        return str(int(x))
+    return repr(float(f"{x:.15g}"))
+
+
+def _encode(obj: Any) -> str:
+    t = type(obj)
+    if t is str:
+        return _encode_str(obj)
+    if t is Fragment:
+        return str.__str__(obj)
+    if obj is None:
+        return "null"
+    if t is bool:
+        return "true" if obj else "false"
+    if t is int:
+        return str(obj)
+    if t is float:
+        return _float(obj)
+    if isinstance(obj, Mapping):
+        parts = []
+        for k in sorted(obj):
+            if not isinstance(k, str):
+                raise TypeError(f"cache key data must have string keys, got {k!r}")
+            parts.append(_encode_str(k) + ":" + _encode(obj[k]))
+        return "{" + ",".join(parts) + "}"
+    if isinstance(obj, list | tuple):
+        return "[" + ",".join(map(_encode, obj)) + "]"
+    if isinstance(obj, str):  # str subclasses (enums)
+        return _encode_str(str(obj))
+    if isinstance(obj, bool | int):
+        return _encode(int(obj)) if not isinstance(obj, bool) else _encode(bool(obj))
+    if isinstance(obj, float):
+        return _float(float(obj))
+    if hasattr(obj, "canonical"):
+        return _encode(obj.canonical())
+    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars and similar
+        return _encode(obj.item())
+    raise TypeError(f"cannot put {type(obj).__name__} into a cache key: {obj!r}")
+
+
+def canonical_json(obj: Any) -> str:
+    """Canonical JSON text: sorted keys, no whitespace, UTF-8 kept as is, tuples as lists,
+    floats normalised (integral floats as ints, others rounded to 15 significant digits,
+    NaN/inf as strings, -0.0 as 0)."""
+    return _encode(obj)
+
+
+def cache_key(obj: Any) -> str:
+    """SHA-256 (hex) of :func:`canonical_json` of ``obj`` — the same request gives the same key
+    in any process and for any dict ordering; any change to an input changes it."""
+    return hashlib.sha256(canonical_json(obj).encode("utf-8")).hexdigest()
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+# ---------------------------------------------------------------------------------------------
+# Redaction
+
+_SECRET_PATTERNS = [
+    re.compile(r"sk-[A-Za-z0-9_\-*]{6,}"),
+    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9_\-.=]{6,}"),
+]
+
+
+def secret_values() -> list[str]:
+    """Values of environment variables that look like credentials (to scrub from any text)."""
+    out = []
+    for name, value in os.environ.items():
+        upper = name.upper()
+        if value and len(value) >= 6 and any(
+            t in upper for t in ("KEY", "TOKEN", "SECRET", "PASSWORD", "AUTH")
+        ):
+            out.append(value)
+    return out
+
+
+def redact(text: str, extra: Iterable[str] = ()) -> str:
+    """``text`` with API keys, bearer tokens and credential env values replaced by ``***``."""
+    for value in sorted({*secret_values(), *extra}, key=len, reverse=True):
+        if value:
+            text = text.replace(value, "***")
+    text = _SECRET_PATTERNS[0].sub("sk-***", text)
+    return _SECRET_PATTERNS[1].sub(r"\1***", text)
+
+
+# ---------------------------------------------------------------------------------------------
+# The cache
+
+
+@dataclass
+class ResolutionLedger:
+    """Spend and calls of memoised resolutions served or made through this cache (for budgets)."""
+
+    cost_usd: float = 0.0
+    calls: int = 0
+    seen: set[str] = field(default_factory=set)
+
+
+class Cache:
+    """Results, failures and method resolutions under one directory (safe across processes)."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        # Entries are JSON text, small: keep them in SQLite rather than as separate files.
+        # JSON text kept in SQLite (not separate files); never evicted.
+        settings = {"disk_min_file_size": 2**22, "eviction_policy": "none", "cull_limit": 0}
+        self._dc = diskcache.Cache(str(self.directory), **settings)
+        self._fail = diskcache.Cache(str(self.directory / "failures"), **settings)
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._failed: set[str] | None = None  # keys with a failure record, loaded on first use
+        self.resolutions = ResolutionLedger()
+
+    # results ---------------------------------------------------------------------------------
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The finished record for ``key``, or None."""
+        raw = self._dc.get(_RESULT + key)
+        return None if raw is None else json.loads(raw)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and (_RESULT + key) in self._dc
+
+    def put(self, key: str, record: Mapping[str, Any]) -> None:
+        """Store a finished record (JSON-able) and clear any failure recorded for ``key``."""
+        try:
+            text = json.dumps(record, ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError):  # NaN, tuples of objects, numpy scalars...
+            text = json.dumps(_jsonable(record), ensure_ascii=False, allow_nan=False)
+        self._dc.set(_RESULT + key, text)
+        if key in self._failed_keys():
+            self._fail.delete(key)
+            self._failed.discard(key)  # type: ignore[union-attr]
+
+    def results(self) -> Iterator[dict[str, Any]]:
+        """Every finished record (generations and judgements), in no particular order."""
+        for k in self._dc.iterkeys():
+            if isinstance(k, str) and k.startswith(_RESULT):
+                raw = self._dc.get(k)
+                if raw is not None:
+                    yield json.loads(raw)
+
+    # failures --------------------------------------------------------------------------------
+    def failure(self, key: str) -> dict[str, Any] | None:
+        """The recorded failure for ``key`` (error, attempts, last_at, kind), or None."""
+        if key not in self._failed_keys():  # the failure keys are loaded once (few of them)
+            return None
+        raw = self._fail.get(key)
+        return None if raw is None else json.loads(raw)
+
+    def record_failure(self, key: str, kind: str, error: str, attempts: int,
+                       detail: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Add ``attempts`` to the failure count of ``key`` and keep the latest error (redacted).
+
+        Does nothing if a result exists (a success is never overwritten by a failure)."""
+        if (_RESULT + key) in self._dc:
+            return {}
+        with self._fail.transact():
+            prev = self.failure(key) or {}
+            rec = {
+                "key": key,
+                "kind": kind,
+                "error": redact(error)[:2000],
+                "attempts": int(prev.get("attempts", 0)) + int(attempts),
+                "first_at": prev.get("first_at") or now_iso(),
+                "last_at": now_iso(),
+                "detail": _jsonable(dict(detail or {})),
+            }
+            self._fail.set(key, json.dumps(rec, ensure_ascii=False, allow_nan=False))
+        self._failed_keys().add(key)
+        return rec
+
+    def clear_failure(self, key: str) -> None:
+        """Forget the failure recorded for ``key`` (after a success that is not a result)."""
+        if key in self._failed_keys():
+            self._fail.delete(key)
+            self._failed.discard(key)  # type: ignore[union-attr]
+
+    def _failed_keys(self) -> set[str]:
+        if self._failed is None:
+            self._failed = {k for k in self._fail.iterkeys() if isinstance(k, str)}
+        return self._failed
+
+    def failures(self) -> Iterator[dict[str, Any]]:
+        """Every recorded failure."""
+        for k in self._fail.iterkeys():
+            raw = self._fail.get(k)
+            if raw is not None:
+                yield json.loads(raw)
+
+    # resolutions (ResolutionCache protocol) --------------------------------------------------
+    def resolution_key(self, namespace: str, key: Mapping[str, Any]) -> str:
+        return cache_key({"v": KEY_VERSION, "kind": "resolution", "namespace": namespace,
+                          "key": key})
+
+    def peek_resolution(self, namespace: str, key: Mapping[str, Any]) -> tuple[bool, Any]:
+        """(True, value) if (namespace, key) is cached, else (False, None); never computes."""
+        digest = self.resolution_key(namespace, key)
+        raw = self._dc.get(_RESOLUTION + digest)
+        if raw is None:
+            return False, None
+        rec = json.loads(raw)
+        self._note_resolution(digest, rec)
+        return True, rec["value"]
+
+    async def get_or_compute(
+        self, namespace: str, key: Mapping[str, Any], compute: Callable[[], Awaitable[Any]]
+    ) -> Any:
+        """The cached JSON-able value for (namespace, key); computed and stored once otherwise.
+
+        Concurrent callers asking for the same entry wait for one computation. The spend and
+        calls of the computation (metered backend calls made inside it) are stored beside it."""
+        digest = self.resolution_key(namespace, key)
+        lock = self._locks.setdefault(digest, asyncio.Lock())
+        async with lock:
+            raw = self._dc.get(_RESOLUTION + digest)
+            if raw is not None:
+                rec = json.loads(raw)
+                self._note_resolution(digest, rec)
+                return rec["value"]
+            from steerstats.metering import track_usage
+
+            started = time.perf_counter()
+            with track_usage() as usage:
+                value = await compute()
+            try:
+                json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(
+                    f"resolution {namespace!r} returned a value that is not JSON-able ({exc}); "
+                    "return plain dicts/lists/str/numbers"
+                ) from None
+            rec = {
+                "namespace": namespace,
+                "key": _jsonable(dict(key)),
+                "value": value,
+                "cost_usd": usage.cost_usd,
+                "calls": usage.calls,
+                "latency_s": time.perf_counter() - started,
+                "created_at": now_iso(),
+            }
+            self._dc.set(_RESOLUTION + digest,
+                         json.dumps(rec, ensure_ascii=False, allow_nan=False))
+            self._note_resolution(digest, rec)
+            return value
+
+    def _note_resolution(self, digest: str, rec: Mapping[str, Any]) -> None:
+        if digest not in self.resolutions.seen:
+            self.resolutions.seen.add(digest)
+            self.resolutions.cost_usd += float(rec.get("cost_usd") or 0.0)
+            self.resolutions.calls += int(rec.get("calls") or 0)
+
+    # housekeeping ----------------------------------------------------------------------------
+    def close(self) -> None:
+        self._dc.close()
+        self._fail.close()
+
+    def __enter__(self) -> Cache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _jsonable(obj: Any) -> Any:
+    """JSON-able copy: NaN/inf floats become None, tuples lists, objects their canonical form."""
+    if obj is None or isinstance(obj, bool | str | int):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "canonical"):
+        return _jsonable(obj.canonical())
+    if hasattr(obj, "item") and callable(obj.item):
+        return _jsonable(obj.item())
+    return str(obj)

@@ -1,0 +1,366 @@
+"""Judge reliability from repeated ratings: ICCs, Krippendorff's alpha and agreement rates."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Literal
+
+import krippendorff
+import numpy as np
+import pandas as pd
+
+from steerstats.stats._data import numeric_values, require_columns
+
+__all__ = ["reliability"]
+
+_GENERATION = ("model", "method", "strength", "query_id", "prompt_id", "sample")
+_ICC_LABELS = {
+    "ICC(1,1)": "ICC1", "ICC(A,1)": "ICC2", "ICC(C,1)": "ICC3",
+    "ICC(1,k)": "ICC1k", "ICC(A,k)": "ICC2k", "ICC(C,k)": "ICC3k",
+}
+_ALPHA_LEVELS: tuple[Literal["ordinal", "interval", "nominal"], ...] = (
+    "ordinal", "interval", "nominal")
+STATISTICS: tuple[str, ...] = (
+    "ICC1", "ICC2", "ICC3", "ICC1k", "ICC2k", "ICC3k",
+    "alpha_ordinal", "alpha_interval", "alpha_nominal",
+    "exact_agreement", "within_one_agreement",
+)
+_OUT_COLUMNS = ["metric", "statistic", "estimate", "ci_low", "ci_high", "ci_method", "n_targets",
+                "n_ratings", "n_occasions", "n_targets_dropped"]
+
+
+def _as_list(x: str | Sequence[str] | None) -> list[str]:
+    if x is None:
+        return []
+    return [x] if isinstance(x, str) else list(x)
+
+
+@contextmanager
+def _pingouin_unrounded() -> Iterator[None]:
+    """pingouin rounds CI95 to two decimals by default (``pingouin.options``); not here."""
+    import pingouin
+
+    saved = dict(pingouin.options)
+    try:
+        pingouin.options.clear()
+        pingouin.options["round"] = None
+        yield
+    finally:
+        pingouin.options.clear()
+        pingouin.options.update(saved)
+
+
+def _icc_rows(wide: np.ndarray) -> list[dict[str, object]]:
+    """ICC1..ICC3k on the complete targets (rows without a missing occasion), via pingouin."""
+    k = wide.shape[1]
+    complete = wide[~np.isnan(wide).any(axis=1)]
+    n = len(complete)
+    dropped = int(len(wide) - n)
+    base = {"ci_method": "F", "n_targets": n, "n_ratings": n * k, "n_occasions": k,
+            "n_targets_dropped": dropped}
+    if n < 2 or k < 2 or np.ptp(complete) == 0:
+        # Not estimable: fewer than two complete targets, one occasion, or no variation.
+        return [{"statistic": s, "estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan, **base}
+                for s in _ICC_LABELS.values()]
+    import pingouin  # imported here: it takes seconds, and only ICCs need it
+
+    long = pd.DataFrame(
+        {
+            "target": np.repeat(np.arange(n), k),
+            "occasion": np.tile(np.arange(k), n),
+            "rating": complete.ravel(),
+        }
+    )
+    with np.errstate(divide="ignore", invalid="ignore"), _pingouin_unrounded(), \
+            warnings.catch_warnings():
+        # pingouin 0.5-0.7 calls DataFrame.dropna(inplace=True), deprecated in pandas 3.
+        warnings.filterwarnings("ignore", message="The inplace keyword", module="pingouin")
+        icc = pingouin.intraclass_corr(long, targets="target", raters="occasion", ratings="rating")
+    rows = []
+    for _, r in icc.iterrows():
+        lo, hi = (float(v) for v in r["CI95"])
+        rows.append({"statistic": _ICC_LABELS[r["Type"]], "estimate": float(r["ICC"]),
+                     "ci_low": lo, "ci_high": hi, **base})
+    return rows
+
+
+def _value_counts(wide: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-target counts of each distinct value (targets x values) and the sorted values."""
+    domain = np.unique(wide[~np.isnan(wide)])
+    counts = np.stack([(wide == v).sum(axis=1) for v in domain], axis=1).astype(float)
+    return counts, domain
+
+
+def _alpha_from_coincidences(o: np.ndarray, domain: np.ndarray, level: str) -> np.ndarray:
+    """Krippendorff's alpha from coincidence matrices ``o`` (..., V, V), one per replicate."""
+    n_c = o.sum(axis=-1)
+    n = n_c.sum(axis=-1)
+    if level == "nominal":
+        delta = np.broadcast_to(1.0 - np.eye(len(domain)), o.shape)
+    elif level == "interval":
+        delta = np.broadcast_to((domain[:, None] - domain[None, :]) ** 2, o.shape)
+    elif level == "ordinal":
+        # delta_ck = (sum of n_g for g from c to k, minus (n_c + n_k) / 2)^2
+        cum = np.cumsum(n_c, axis=-1)
+        lo = np.minimum.outer(np.arange(len(domain)), np.arange(len(domain)))
+        hi = np.maximum.outer(np.arange(len(domain)), np.arange(len(domain)))
+        between = cum[..., hi] - np.where(lo > 0, cum[..., np.maximum(lo - 1, 0)], 0.0)
+        delta = (between - (n_c[..., :, None] + n_c[..., None, :]) / 2) ** 2
+    else:  # pragma: no cover - levels are fixed above
+        raise ValueError(level)
+    d_o = (o * delta).sum(axis=(-2, -1))
+    d_e = (n_c[..., :, None] * n_c[..., None, :] * delta).sum(axis=(-2, -1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 1.0 - (n - 1) * d_o / d_e
+
+
+def _bootstrap_weights(n_units: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """How often each target appears in each resample (n_boot x n_units)."""
+    idx = rng.integers(0, n_units, size=(n_boot, n_units))
+    flat = idx + n_units * np.arange(n_boot)[:, None]
+    return np.bincount(flat.ravel(), minlength=n_boot * n_units).reshape(n_boot, n_units)
+
+
+def _pairwise_rows(
+    wide: np.ndarray, n_boot: int, rng: np.random.Generator
+) -> list[dict[str, object]]:
+    """Krippendorff's alpha (3 levels) and agreement rates, with a bootstrap over targets."""
+    m = (~np.isnan(wide)).sum(axis=1)
+    pairable = wide[m >= 2]
+    n_units = len(pairable)
+    base = {"ci_method": "bootstrap", "n_targets": n_units,
+            "n_ratings": int(m[m >= 2].sum()), "n_occasions": wide.shape[1],
+            "n_targets_dropped": int(len(wide) - n_units)}
+    stats_names = [f"alpha_{lv}" for lv in _ALPHA_LEVELS] + ["exact_agreement",
+                                                                "within_one_agreement"]
+    if n_units == 0:
+        return [{"statistic": s, "estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan, **base}
+                for s in stats_names]
+    counts, domain = _value_counts(pairable)
+    mu = counts.sum(axis=1)
+    # Per-target coincidences: n_uc (n_uk - [c == k]) / (m_u - 1), Krippendorff (2011) eq. 2.
+    coinc = (counts[:, :, None] * counts[:, None, :]
+             - counts[:, :, None] * np.eye(len(domain))[None]) / (mu - 1)[:, None, None]
+    near = (np.abs(domain[:, None] - domain[None, :]) <= 1.0).astype(float)
+    exact_u = (counts * (counts - 1)).sum(axis=1)  # ordered pairs of equal ratings
+    within_u = np.einsum("uc,ck,uk->u", counts, near, counts) - mu
+    pairs_u = mu * (mu - 1)
+
+    estimates: dict[str, float] = {}
+    for lv in _ALPHA_LEVELS:
+        if len(domain) < 2:
+            estimates[f"alpha_{lv}"] = np.nan  # one value only: no expected disagreement
+        else:
+            estimates[f"alpha_{lv}"] = float(krippendorff.alpha(
+                value_counts=counts, value_domain=domain, level_of_measurement=lv))
+    estimates["exact_agreement"] = exact_u.sum() / pairs_u.sum()
+    estimates["within_one_agreement"] = within_u.sum() / pairs_u.sum()
+
+    boot: dict[str, list[np.ndarray]] = {s: [] for s in stats_names}
+    chunk = max(1, min(n_boot, 4_000_000 // max(n_units, 1)))
+    flat = coinc.reshape(n_units, -1)
+    for start in range(0, n_boot, chunk):
+        w = _bootstrap_weights(n_units, min(chunk, n_boot - start), rng).astype(float)
+        o = (w @ flat).reshape(len(w), len(domain), len(domain))
+        for lv in _ALPHA_LEVELS:
+            boot[f"alpha_{lv}"].append(_alpha_from_coincidences(o, domain, lv) if len(domain) > 1
+                                       else np.full(len(w), np.nan))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            boot["exact_agreement"].append((w @ exact_u) / (w @ pairs_u))
+            boot["within_one_agreement"].append((w @ within_u) / (w @ pairs_u))
+    rows = []
+    for s in stats_names:
+        dist = np.concatenate(boot[s])
+        dist = dist[np.isfinite(dist)]
+        lo, hi = (np.quantile(dist, [0.025, 0.975]) if len(dist) else (np.nan, np.nan))
+        rows.append({"statistic": s, "estimate": float(estimates[s]), "ci_low": float(lo),
+                     "ci_high": float(hi), **base})
+    return rows
+
+
+def reliability(
+    scores: pd.DataFrame,
+    by: str | Sequence[str] | None = None,
+    *,
+    metrics: str | Sequence[str] | None = None,
+    targets: str | Sequence[str] | None = None,
+    occasions: Sequence[str] = ("rater", "repeat"),
+    n_boot: int = 1000,
+    seed: int | None = 0,
+    value: str = "value",
+    metric_column: str = "metric",
+) -> pd.DataFrame:
+    """How consistently judges score the same generation: ICCs, Krippendorff's alpha, agreement.
+
+    A generation judged several times (repeats of one judge, or several judges) is a target;
+    each (rater, repeat) is a rating occasion. Reliability bounds how much any comparison of
+    judge scores can be trusted, so it is reported per metric and, on request, per method.
+
+    Parameters
+    ----------
+    scores : pandas.DataFrame
+        Tidy scores table (one row per rating), see ``steerstats.schema.SCORE_COLUMNS``.
+    by : str or list of str, optional
+        Columns to split by before computing (e.g. ``"method"`` or ``["model", "method"]``).
+    metrics : str or list of str, optional
+        Metrics to analyse. Default: every metric with at least two rating occasions (a metric
+        rated once per generation, such as MMLU correctness, is skipped with a warning; asking
+        for it explicitly is an error).
+    targets : str or list of str, optional
+        Column(s) identifying a generation. Default ``"key"`` when present, else
+        (model, method, strength, query_id, prompt_id, sample).
+    occasions : list of str
+        Columns identifying a rating occasion; default (rater, repeat).
+    n_boot : int
+        Bootstrap resamples of targets for the alpha and agreement intervals (default 1000).
+    seed : int, optional
+        Seed of the bootstrap (default 0, so tables are reproducible; ``None`` for fresh draws).
+    value, metric_column : str
+        Column names of the rating and the metric.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (``by`` columns, metric, statistic), statistics in this order: ICC1, ICC2,
+        ICC3, ICC1k, ICC2k, ICC3k, alpha_ordinal, alpha_interval, alpha_nominal,
+        exact_agreement, within_one_agreement. Columns:
+
+        - the ``by`` columns, if any
+        - ``metric``
+        - ``statistic``: the label above
+        - ``estimate``: the statistic (NaN when not estimable, e.g. fewer than two complete
+          targets, or a single distinct value for alpha)
+        - ``ci_low``, ``ci_high``: 95% interval (F-distribution for ICCs; percentile bootstrap
+          over targets for the others)
+        - ``ci_method``: ``"F"`` or ``"bootstrap"``
+        - ``n_targets``: targets used (complete targets for ICCs; targets with at least two
+          ratings for the others)
+        - ``n_ratings``: non-missing ratings used
+        - ``n_occasions``: rating occasions (k) present in the group
+        - ``n_targets_dropped``: targets left out (ICCs: any missing rating; others: fewer
+          than two ratings)
+
+    Raises
+    ------
+    ValueError
+        A column is missing, a requested metric is absent or has a single rating occasion, no
+        metric has repeated ratings, or a target has two ratings for the same occasion.
+
+    Notes
+    -----
+    Ratings are arranged as targets x occasions. Missing ratings (NaN: unparsed judge answers)
+    are never dropped silently: ICCs need complete targets, so targets with any missing
+    occasion are left out and counted in ``n_targets_dropped``; Krippendorff's alpha uses all
+    pairable ratings natively.
+
+    ICCs follow Shrout & Fleiss (1979) as computed by ``pingouin.intraclass_corr``: ICC1
+    one-way random, ICC2 two-way random absolute agreement, ICC3 two-way mixed consistency;
+    the ``k`` forms are the reliability of the mean of the k occasions. With repeats of one
+    judge, ICC2/ICC3 treat repeat index as the "rater"; ICC1 is the natural choice when the
+    repeat order carries no meaning. Their 95% intervals are pingouin's F-based ones.
+
+    Alpha (Krippendorff 2011) is computed by the ``krippendorff`` package (ordinal: rank
+    distances weighted by marginal frequencies; interval: squared differences; nominal:
+    mismatch). Agreement rates are over all ordered pairs of ratings of the same target:
+    ``exact_agreement`` the share of equal pairs, ``within_one_agreement`` the share differing
+    by at most 1 (one scale point). Their intervals resample targets with replacement
+    (``n_boot`` times); each resample's alpha is computed from resampled coincidence matrices,
+    which gives the package's value on the same data (checked in the tests).
+
+    References
+    ----------
+    Shrout & Fleiss (1979). Intraclass correlations: uses in assessing rater reliability.
+    Psychological Bulletin 86(2), 420-428. Krippendorff (2011). Computing Krippendorff's
+    alpha-reliability. Annenberg School for Communication, University of Pennsylvania.
+
+    Examples
+    --------
+    >>> from steerstats.stats._simulate import simulate_scores
+    >>> from steerstats.stats import reliability
+    >>> scores = simulate_scores(n_queries=6, n_prompts=10, n_repeats=3, discrete=True,
+    ...                          sd_judge=0.5, seed=2)
+    >>> rel = reliability(scores, n_boot=200)
+    >>> rel[["statistic", "estimate", "ci_low", "ci_high", "n_targets"]].round(2)
+                   statistic  estimate  ci_low  ci_high  n_targets
+    0                   ICC1      0.65    0.58     0.72        180
+    1                   ICC2      0.65    0.58     0.72        180
+    2                   ICC3      0.65    0.58     0.72        180
+    3                  ICC1k      0.85    0.81     0.88        180
+    4                  ICC2k      0.85    0.81     0.88        180
+    5                  ICC3k      0.85    0.80     0.88        180
+    6          alpha_ordinal      0.63    0.54     0.69        180
+    7         alpha_interval      0.65    0.56     0.71        180
+    8          alpha_nominal      0.27    0.19     0.33        180
+    9        exact_agreement      0.47    0.42     0.52        180
+    10  within_one_agreement      0.94    0.92     0.96        180
+    """
+    by_cols = _as_list(by)
+    occ_cols = list(occasions)
+    if targets is None:
+        target_cols = ["key"] if "key" in scores.columns else list(_GENERATION)
+    else:
+        target_cols = _as_list(targets)
+    require_columns(scores, {"value": value, "metric_column": metric_column})
+    for kw, cols in (("by", by_cols), ("targets", target_cols), ("occasions", occ_cols)):
+        for col in cols:
+            require_columns(scores, {kw: col})
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be at least 1, got {n_boot}")
+
+    data = scores[by_cols + target_cols + occ_cols + [metric_column]].copy()
+    data["_value"] = numeric_values(scores, value).to_numpy()
+    dup = data.duplicated(subset=[metric_column, *target_cols, *occ_cols], keep=False)
+    if dup.any():
+        example = data.loc[dup, target_cols + occ_cols].iloc[0].to_dict()
+        raise ValueError(
+            f"{int(dup.sum())} rows repeat the same target and occasion (e.g. {example}); each "
+            f"(targets={target_cols}, occasions={occ_cols}) should be rated once: pass "
+            "targets=... / occasions=... that identify a rating uniquely"
+        )
+
+    present = list(pd.unique(data[metric_column].dropna()))
+    occ_per_metric = data.groupby(metric_column)[occ_cols].apply(
+        lambda g: len(g.drop_duplicates()))
+    if metrics is None:
+        chosen = [m for m in present if occ_per_metric[m] >= 2]
+        single = [m for m in present if occ_per_metric[m] < 2]
+        if not chosen:
+            raise ValueError(
+                f"no metric has repeated ratings (two or more {tuple(occ_cols)} occasions per "
+                f"target): {present}; reliability needs judge repeats or several judges"
+            )
+        if single:
+            warnings.warn(f"reliability: skipping metrics rated once per generation: {single}",
+                          UserWarning, stacklevel=2)
+    else:
+        chosen = _as_list(metrics)
+        for m in chosen:
+            if m not in present:
+                raise ValueError(
+                    f"metric {m!r} not found in column {metric_column!r}; present: {present}")
+            if occ_per_metric[m] < 2:
+                raise ValueError(f"metric {m!r} has a single rating occasion; reliability needs "
+                                 "judge repeats or several judges")
+
+    rng = np.random.default_rng(seed)
+    out = []
+    groups = data.groupby(by_cols, sort=True, dropna=False) if by_cols else [((), data)]
+    for key, group in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        for metric in chosen:
+            g = group[group[metric_column] == metric]
+            if g.empty:
+                continue
+            t_code = g.groupby(target_cols, sort=True, dropna=False).ngroup().to_numpy()
+            o_code = g.groupby(occ_cols, sort=True, dropna=False).ngroup().to_numpy()
+            arr = np.full((t_code.max() + 1, o_code.max() + 1), np.nan)
+            arr[t_code, o_code] = g["_value"].to_numpy()
+            for row in _icc_rows(arr) + _pairwise_rows(arr, n_boot, rng):
+                out.append({**dict(zip(by_cols, key, strict=True)), "metric": metric, **row})
+    table = pd.DataFrame(out, columns=by_cols + _OUT_COLUMNS)
+    order = {s: i for i, s in enumerate(STATISTICS)}
+    table["_o"] = table["statistic"].map(order)
+    table = table.sort_values([*by_cols, "metric", "_o"], kind="stable").drop(columns="_o")
+    return table.reset_index(drop=True)

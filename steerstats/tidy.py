@@ -1,0 +1,292 @@
+"""Cache -> the two tidy tables (steerstats/schema.py), and the results directory.
+
+The tables are driven by the experiment's plan, not by whatever the cache holds, so a task
+that failed or is still pending is a row too: a generation with ``error`` set (and no
+response), a score with ``value`` NaN and ``reason`` saying why. ``write_results`` /
+``read_results`` handle the self-describing results directory of DESIGN.md
+(generations, scores, manifest.json, experiment.toml).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import sys
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import pandas as pd
+
+from steerstats import __version__
+from steerstats.collect import Plan, recorded_usage, with_plan
+from steerstats.config import Experiment
+from steerstats.schema import GENERATION_COLUMNS, SCORE_COLUMNS
+
+__all__ = [
+    "Results",
+    "build_manifest",
+    "export",
+    "generations_table",
+    "read_results",
+    "scores_table",
+    "tables",
+    "write_results",
+]
+
+Format = Literal["parquet", "csv"]
+_KEY_PACKAGES = ("numpy", "pandas", "pyarrow", "scipy", "statsmodels", "pingouin", "pydantic",
+                 "diskcache", "openai", "torch", "transformers", "goodfire")
+
+_GEN_DTYPES = {"strength": "float64", "sample": "int64", "n_tokens": "Int64",
+               "latency_s": "float64", "cost_usd": "float64"}
+_SCORE_DTYPES = {"strength": "float64", "sample": "int64", "repeat": "int64", "value": "float64"}
+
+
+def _float(v: Any) -> float:
+    return math.nan if v is None else float(v)
+
+
+def _fail_text(fail: Mapping[str, Any]) -> str:
+    n = int(fail.get("attempts") or 0)
+    return f"failed after {n} attempt{'s' if n != 1 else ''}: {fail.get('error')}"
+
+
+def generations_table(p: Plan) -> pd.DataFrame:
+    """One row per generation task of the plan (columns: schema.GENERATION_COLUMNS)."""
+    cache = p.session.cache
+    memo: dict[str, tuple[dict[str, Any] | None, dict[str, Any] | None]] = {}
+    rows = []
+    for g in p.generations:
+        rec = fail = None
+        if g.key is not None:
+            if g.key not in memo:
+                r = cache.get(g.key)
+                memo[g.key] = (r, None if r is not None else cache.failure(g.key))
+            rec, fail = memo[g.key]
+        if rec is not None:
+            error = None
+        elif fail is not None:
+            error = _fail_text(fail)
+        else:
+            error = g.note or "pending: not collected yet"
+        rows.append({
+            "model": g.model, "method": g.method, "strength": g.reported_strength,
+            "query_id": g.query.id, "query": g.query.text, "prompt_set": g.prompt.prompt_set,
+            "prompt_id": g.prompt.id, "sample": g.sample,
+            "response": None if rec is None else rec.get("text"),
+            "n_tokens": None if rec is None else rec.get("completion_tokens"),
+            "finish_reason": None if rec is None else rec.get("finish_reason"),
+            "latency_s": math.nan if rec is None else _float(rec.get("latency_s")),
+            "cost_usd": math.nan if rec is None else _float(rec.get("cost_usd")),
+            "error": error, "key": g.key,
+        })
+    return _frame(rows, GENERATION_COLUMNS, _GEN_DTYPES)
+
+
+def scores_table(p: Plan) -> pd.DataFrame:
+    """One row per score of each judge task of the plan (columns: schema.SCORE_COLUMNS).
+
+    A judge task without a result gives one NaN row per metric its judge declares, with the
+    reason (failed, pending, or its generation missing)."""
+    cache = p.session.cache
+    specs = p.session.judge_specs
+    rows = []
+    for j in p.judgements:
+        g = j.generation
+        base = {
+            "model": g.model, "method": g.method, "strength": g.reported_strength,
+            "query_id": g.query.id, "prompt_set": g.prompt.prompt_set, "prompt_id": g.prompt.id,
+            "sample": g.sample, "rater": specs[j.judge].rater_label, "repeat": j.repeat,
+            "key": g.key,
+        }
+        rec = None if j.key is None else cache.get(j.key)
+        if rec is not None:
+            for s in rec["scores"]:
+                rows.append({**base, "metric": s["metric"], "value": _float(s["value"]),
+                             "reason": s.get("reason")})
+            continue
+        if j.key is None:
+            reason = g.note or "pending: method not resolved yet"
+        elif (fail := cache.failure(j.key)) is not None:
+            reason = "judge " + _fail_text(fail)
+        elif g.key is not None and cache.get(g.key) is None:
+            gf = cache.failure(g.key)
+            reason = ("generation " + _fail_text(gf) if gf is not None
+                      else "pending: generation not collected yet")
+        else:
+            reason = "pending: not judged yet"
+        judge = p.session.judges[j.judge]
+        for metric in judge.metrics or (specs[j.judge].name,):
+            rows.append({**base, "metric": metric, "value": math.nan, "reason": reason})
+    return _frame(rows, SCORE_COLUMNS, _SCORE_DTYPES)
+
+
+def _frame(rows: list[dict[str, Any]], columns: tuple[str, ...],
+           dtypes: Mapping[str, str]) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=list(columns))
+    for col in columns:  # text columns: pandas' string dtype, NaN where missing
+        df[col] = df[col].astype(dtypes.get(col, "str"))
+    return df
+
+
+def tables(config: Experiment, *, limit_queries: int | None = None,
+           limit_prompts: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(generations, scores) for ``config`` from its cache; makes no backend calls."""
+    return with_plan(config, lambda p: (generations_table(p), scores_table(p)),
+                     limit_queries=limit_queries, limit_prompts=limit_prompts)
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages that shape results, for manifests."""
+    out = {}
+    for name in _KEY_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def build_manifest(p: Plan, generations: pd.DataFrame, scores: pd.DataFrame,
+                   limits: Mapping[str, int | None] | None = None) -> dict[str, Any]:
+    """The manifest of a results directory produced from plan ``p`` (see DESIGN.md)."""
+    cfg, session = p.config, p.session
+    spent, calls = recorded_usage(p)
+    gen_err = generations["error"].fillna("")
+    sc_reason = scores["reason"].fillna("")
+    return {
+        "steerstats_version": __version__,
+        "python": platform.python_version(),
+        "platform": sys.platform,
+        "packages": package_versions(),
+        "created_at": pd.Timestamp.now(tz="UTC").isoformat(),
+        "experiment": {"name": cfg.experiment.name, "digest": cfg.digest(),
+                       "file": None if cfg.path is None else cfg.path.name},
+        "models": [{"label": m.name, "backend": session.model_backend(m.name).identity()}
+                   for m in cfg.models],
+        "methods": [{"label": m.column, **session.methods[m.column].identity(),
+                     "strengths": None if m.strengths is None else list(m.strengths)}
+                    for m in cfg.methods],
+        # Judge identities carry their template digests, so a changed rubric is visible.
+        "judges": [{"label": js.label, "rater": js.rater_label,
+                    "repeats": session.repeats[js.label],
+                    "identity": session.judges[js.label].identity(),
+                    "backend": (None if (jb := session.judge_backend(js.label)) is None
+                                else jb.identity())}
+                   for js in cfg.judges],
+        "seeds": {"experiment": cfg.experiment.seed, "sampling": cfg.sampling.seed,
+                  "open_prompts": (None if cfg.prompts.open is None
+                                   else cfg.seed_for(cfg.prompts.open.seed)),
+                  "mmlu": (None if cfg.prompts.mmlu is None
+                           else cfg.seed_for(cfg.prompts.mmlu.seed))},
+        "sampling": cfg.sampling.model_dump(),
+        "limits": dict(limits or {}),
+        "row_counts": {"generations": len(generations), "scores": len(scores)},
+        "failures": {
+            "generations_failed": int(gen_err.str.startswith("failed").sum()),
+            "generations_pending": int(gen_err.str.startswith("pending").sum()),
+            "generations_unresolved": int(gen_err.str.startswith("method resolution").sum()),
+            "scores_failed": int(sc_reason.str.contains("failed after").sum()),
+            "scores_pending": int(sc_reason.str.startswith("pending").sum()),
+            "scores_unparsed": int((scores["value"].isna() & ~sc_reason.str.startswith("pending")
+                                    & ~sc_reason.str.contains("failed after")).sum()),
+        },
+        "spent_usd": spent,
+        "calls": calls,
+    }
+
+
+def _check_columns(df: pd.DataFrame, columns: tuple[str, ...], name: str) -> pd.DataFrame:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(
+            f"{name} table lacks column(s) {', '.join(missing)}; it needs exactly "
+            f"{', '.join(columns)} (see steerstats.schema)"
+        )
+    return df[list(columns)]
+
+
+def write_results(out_dir: str | Path, generations: pd.DataFrame, scores: pd.DataFrame,
+                  manifest: Mapping[str, Any], fmt: Format = "parquet",
+                  experiment_toml: str | None = None) -> Path:
+    """Write a results directory: ``generations`` and ``scores`` (Parquet or CSV),
+    ``manifest.json`` (row counts and format filled in) and ``experiment.toml`` if given."""
+    if fmt not in ("parquet", "csv"):
+        raise ValueError(f"format must be 'parquet' or 'csv', got {fmt!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    gens = _check_columns(generations, GENERATION_COLUMNS, "generations")
+    scs = _check_columns(scores, SCORE_COLUMNS, "scores")
+    for stale in ("generations", "scores"):
+        for ext in ("parquet", "csv"):
+            if ext != fmt:
+                (out / f"{stale}.{ext}").unlink(missing_ok=True)
+    if fmt == "parquet":
+        gens.to_parquet(out / "generations.parquet", index=False)
+        scs.to_parquet(out / "scores.parquet", index=False)
+    else:
+        gens.to_csv(out / "generations.csv", index=False)
+        scs.to_csv(out / "scores.csv", index=False)
+    man = dict(manifest)
+    man["format"] = fmt
+    man["row_counts"] = {"generations": len(gens), "scores": len(scs)}
+    man.setdefault("created_at", pd.Timestamp.now(tz="UTC").isoformat())
+    man.setdefault("steerstats_version", __version__)
+    (out / "manifest.json").write_text(json.dumps(man, indent=2, default=str) + "\n",
+                                       encoding="utf-8")
+    if experiment_toml is not None:
+        (out / "experiment.toml").write_text(experiment_toml, encoding="utf-8")
+    return out
+
+
+class Results(NamedTuple):
+    """A results directory read back: the two tidy tables and the manifest."""
+
+    generations: pd.DataFrame
+    scores: pd.DataFrame
+    manifest: dict[str, Any]
+
+
+def _read_csv(path: Path, dtypes: Mapping[str, str], columns: tuple[str, ...]) -> pd.DataFrame:
+    string_cols = {c: "str" for c in columns if c not in dtypes}
+    df = pd.read_csv(path, dtype={**string_cols, **{k: v for k, v in dtypes.items()}},
+                     keep_default_na=False, na_values={c: [""] for c in columns})
+    return df
+
+
+def read_results(directory: str | Path) -> Results:
+    """Read a results directory written by :func:`write_results` (Parquet or CSV)."""
+    d = Path(directory)
+    man_path = d / "manifest.json"
+    if not man_path.is_file():
+        raise FileNotFoundError(
+            f"{d} is not a results directory (no manifest.json); create one with "
+            "`steerstats export my.toml --out DIR`"
+        )
+    manifest = json.loads(man_path.read_text(encoding="utf-8"))
+    if (d / "generations.parquet").is_file():
+        gens = pd.read_parquet(d / "generations.parquet")
+        scs = pd.read_parquet(d / "scores.parquet")
+    elif (d / "generations.csv").is_file():
+        gens = _read_csv(d / "generations.csv", _GEN_DTYPES, GENERATION_COLUMNS)
+        scs = _read_csv(d / "scores.csv", _SCORE_DTYPES, SCORE_COLUMNS)
+    else:
+        raise FileNotFoundError(f"{d}: no generations.parquet or generations.csv")
+    return Results(_check_columns(gens, GENERATION_COLUMNS, "generations"),
+                   _check_columns(scs, SCORE_COLUMNS, "scores"), manifest)
+
+
+def export(config: Experiment, out_dir: str | Path, fmt: Format = "parquet", *,
+           limit_queries: int | None = None, limit_prompts: int | None = None) -> Path:
+    """``steerstats export``: the experiment's tables, manifest and spec into ``out_dir``."""
+    limits = {"limit_queries": limit_queries, "limit_prompts": limit_prompts}
+
+    def write(p: Plan) -> Path:
+        gens, scs = generations_table(p), scores_table(p)
+        return write_results(out_dir, gens, scs, build_manifest(p, gens, scs, limits), fmt,
+                             experiment_toml=config.text)
+
+    return with_plan(config, write, limit_queries=limit_queries, limit_prompts=limit_prompts)
