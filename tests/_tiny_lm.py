@@ -60,3 +60,20 @@ def tiny_model(
     with torch.no_grad():
         model.lm_head.weight.mul_(20.0)
     return model.eval()
+
+
+class MemoryResolutionCache:
+    """A ResolutionCache in a dict (the collector's lives on disk), counting computations."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, object] = {}
+        self.computed = 0
+
+    async def get_or_compute(self, namespace, key, compute):  # type: ignore[no-untyped-def]
+        import json
+
+        k = json.dumps([namespace, key], sort_keys=True, default=str)
+        if k not in self.values:
+            self.values[k] = await compute()
+            self.computed += 1
+        return self.values[k]

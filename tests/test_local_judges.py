@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from _tiny_lm import tiny_model, tiny_tokenizer
+from _tiny_lm import MemoryResolutionCache, tiny_model, tiny_tokenizer
 
 from steerstats.backends._local_engine import LocalEngine
 from steerstats.backends.local import LocalBackend
@@ -130,7 +130,7 @@ class CountingBackend:
 
 async def test_capability_nll_follows_the_intervention_and_is_computed_once(engine, tmp_path):
     backend = CountingBackend(LocalBackend("tiny", {"cache_dir": str(tmp_path)}, engine=engine))
-    ctx = MethodContext(backend=backend, cache=None)  # type: ignore[arg-type]
+    ctx = MethodContext(backend=backend, cache=MemoryResolutionCache())
     steered = await create_method("caa", {"layer": 1, "prompts": ["hi", "yo"]}).resolve(
         QUERY, 4.0, ctx
     )

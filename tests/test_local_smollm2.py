@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
+from _tiny_lm import MemoryResolutionCache
 
 from steerstats.backends import GenerationRequest
 from steerstats.backends.local import LocalBackend
@@ -33,7 +34,7 @@ async def test_smollm2_generates_steers_and_judges():
         assert "Paris" in plain.text
 
         pirate = Query("talk-like-a-pirate", "talk like a pirate")
-        ctx = MethodContext(backend=backend, cache=None)  # type: ignore[arg-type]
+        ctx = MethodContext(backend=backend, cache=MemoryResolutionCache())
         caa = create_method(
             "caa",
             {

@@ -13,8 +13,9 @@ Options (``[backends.<name>.options]`` in the experiment file):
 
 - ``path``: a GGUF file or a Hugging Face model directory (default: the packaged model);
 - ``dtype``: torch dtype of the weights, ``"float32"`` (default) or ``"bfloat16"``;
-- ``cache_dir``: where converted weights and CAA vectors live (default: ``$STEERSTATS_CACHE_DIR``
-  or ``./cache``);
+- ``cache_dir``: where converted GGUF weights (``models/``) live, shared by experiments on this
+  machine (default: ``$STEERSTATS_CACHE_DIR`` or ``./cache``); CAA vectors go to the
+  experiment's cache directory (``caa_vectors/``) when a method passes it, else here too;
 - ``max_batch_size`` (default 8), ``batch_wait_s`` (default 0.005): batching;
 - ``threads``: torch intra-op threads (default: torch's choice).
 
@@ -42,6 +43,7 @@ from steerstats.errors import ConfigError, pip_dependency_error
 if TYPE_CHECKING:
     from steerstats.backends._local_engine import LocalEngine, RowSteering
     from steerstats.backends._local_model import ModelSource
+    from steerstats.backends.steering import SteeringVector
 
 ANSWER_OPTIONS = ("path", "dtype")
 RUN_OPTIONS = ("cache_dir", "max_batch_size", "batch_wait_s", "threads")
@@ -81,6 +83,19 @@ def _require_local_dependencies() -> None:
         raise pip_dependency_error(
             "the local backend", missing + ["gguf", "accelerate"], extra="local"
         )
+
+
+# Directories searched for CAA vectors by digest, by every local backend in this process.
+# Vectors are content-addressed (the digest covers the weights), so a wider search is harmless;
+# a judge's backend thus finds vectors that a method stored in the experiment's cache.
+_vector_dirs: list[Path] = []
+_vector_dirs_lock = threading.Lock()
+
+
+def _register_vector_dir(directory: Path) -> None:
+    with _vector_dirs_lock:
+        if directory not in _vector_dirs:
+            _vector_dirs.append(directory)
 
 
 _engines_lock = threading.Lock()
@@ -205,6 +220,30 @@ class LocalBackend(Backend):
 
     # -- steering ------------------------------------------------------------------------------
 
+    def vector_dirs(self) -> list[Path]:
+        """Where vectors are looked up: this backend's ``caa_vectors`` and registered ones."""
+        with _vector_dirs_lock:
+            return [self.vector_dir, *(d for d in _vector_dirs if d != self.vector_dir)]
+
+    def add_vector_dir(self, cache_dir: str) -> None:
+        """Also look for CAA vectors in ``<cache_dir>/caa_vectors`` (an experiment's cache).
+
+        Synchronous and call-free, so methods may use it in dry runs too."""
+        _register_vector_dir(Path(cache_dir) / "caa_vectors")
+
+    def has_caa_vector(self, digest: str) -> bool:
+        """Whether the vector ``digest`` is in memory or in a known directory (no model load)."""
+        if self._engine is not None and digest in self._engine.vectors:
+            return True
+        return any((d / f"{digest}.safetensors").is_file() for d in self.vector_dirs())
+
+    def _find_vector(self, engine: LocalEngine, digest: str) -> SteeringVector | None:
+        for directory in self.vector_dirs():
+            vector = engine.find_vector(digest, directory)
+            if vector is not None:
+                return vector
+        return None
+
     def _steering_row(self, engine: LocalEngine, steering: Steering | None) -> RowSteering:
         if steering is None:
             return None
@@ -222,10 +261,11 @@ class LocalBackend(Backend):
         coefficient = float(spec["coefficient"])
         if coefficient == 0.0:
             return None
-        vector = engine.find_vector(str(spec["vector"]), self.vector_dir)
+        vector = self._find_vector(engine, str(spec["vector"]))
         if vector is None:
+            where = ", ".join(str(d) for d in self.vector_dirs())
             raise ConfigError(
-                f"CAA vector {spec['vector']} is not in memory or in {self.vector_dir}; vectors "
+                f"CAA vector {spec['vector']} is not in memory or in {where}; vectors "
                 "are built by the caa method when it resolves, so re-run collect with the same "
                 "cache_dir"
             )
@@ -338,9 +378,11 @@ class LocalBackend(Backend):
         layer: int | None = None,
         position: Literal["response", "last_prompt"] = "last_prompt",
         max_tokens: int = 32,
+        cache_dir: str | None = None,
     ) -> dict[str, Any]:
         """Build (or find) the CAA vector for these contrastive prompts; return its digest,
-        layer and norms. ``layer`` None picks the middle decoder block."""
+        layer and norms. ``layer`` None picks the middle decoder block. The vector is stored
+        as ``<cache_dir>/caa_vectors/<digest>.safetensors`` (default: the backend's cache_dir)."""
         from steerstats.backends._caa import CAASpec, build_caa_vector
 
         engine = await self.engine()
@@ -350,7 +392,9 @@ class LocalBackend(Backend):
             positive_system, neutral_system, tuple(prompts), int(layer), position, int(max_tokens)
         )
         digest = spec.digest(self.identity())
-        vector = await engine.call(lambda: build_caa_vector(engine, spec, digest, self.vector_dir))
+        directory = Path(cache_dir) / "caa_vectors" if cache_dir is not None else self.vector_dir
+        _register_vector_dir(directory)
+        vector = await engine.call(lambda: build_caa_vector(engine, spec, digest, directory))
         return {
             "digest": vector.digest,
             "layer": vector.layer,

@@ -81,21 +81,38 @@ class CAAMethod(Method):
         self.max_tokens = max_tokens
 
     async def vector(self, query: Query, ctx: MethodContext) -> dict[str, Any]:
-        """Build (or find) this query's vector on the steered model's backend."""
-        build = getattr(ctx.backend, "build_caa_vector", None)
+        """This query's vector (digest, layer, norms) on the steered model's backend.
+
+        The result is memoised in the resolution cache, so dry runs, ``status`` and ``export``
+        resolve without touching the model; the vector file itself lives in the experiment's
+        cache directory (``caa_vectors/``) and is rebuilt if it has gone missing.
+        """
+        backend: Any = ctx.backend  # the local backend (or the collector's proxy of it)
+        build = getattr(backend, "build_caa_vector", None)
         if build is None:
             raise ConfigError(
                 f"method caa needs a backend that builds activation vectors (the 'local' backend); "
-                f"{getattr(ctx.backend, 'name', type(ctx.backend).__name__)!r} cannot"
+                f"{getattr(backend, 'name', type(backend).__name__)!r} cannot"
             )
-        info: dict[str, Any] = await build(
-            positive_system=render_prompt(self.template, query),
-            neutral_system=self.neutral_prompt,
-            prompts=self.prompts,
-            layer=self.layer,
-            position=self.position,
-            max_tokens=self.max_tokens,
-        )
+        kwargs: dict[str, Any] = {
+            "positive_system": render_prompt(self.template, query),
+            "neutral_system": self.neutral_prompt,
+            "prompts": list(self.prompts),
+            "layer": self.layer,
+            "position": self.position,
+            "max_tokens": self.max_tokens,
+        }
+
+        async def compute() -> dict[str, Any]:
+            info: dict[str, Any] = await build(**kwargs, cache_dir=ctx.cache_dir)
+            return info
+
+        if ctx.cache_dir is not None:
+            backend.add_vector_dir(ctx.cache_dir)
+        key = {"build": kwargs, "backend": backend.identity()}
+        info: dict[str, Any] = await ctx.cache.get_or_compute("caa_vector", key, compute)
+        if not backend.has_caa_vector(info["digest"]):
+            info = await compute()
         return info
 
     async def resolve(
