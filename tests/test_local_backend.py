@@ -256,3 +256,27 @@ async def test_caa_resolution_is_memoised_and_rebuilt_if_the_file_is_gone(engine
     engine.vectors.pop(digest)
     again = await caa.resolve(QUERY, 1.0, c)
     assert again.steering.spec["vector"] == digest and path.is_file()
+
+
+def test_shared_prefix_scoring_matches_row_by_row(engine):
+    """Rows with a common start share one prefix pass; the numbers match scoring each alone."""
+    from steerstats.backends._local_engine import ScoreRow
+    from steerstats.backends.steering import SteeringVector
+
+    rubric = "Rate the reply below from 1 to 5 for how cheerful it is. Reply: "
+    vec = SteeringVector(1, torch.randn(engine.model.config.hidden_size), digest="t")
+    rows = []
+    for i, reply in enumerate(["sunny days", "rain again", "a long and winding road", "ok"]):
+        prompt = engine.chat_ids([{"role": "user", "content": rubric + reply}])
+        rows.append(ScoreRow(prompt, candidates=engine.text_ids("12345")))
+        rows.append(ScoreRow(prompt[:-3], continuation=prompt[-3:]))
+        if i % 2:
+            rows.append(ScoreRow(prompt, engine.text_ids(" fine"), steering=(vec, 2.0)))
+    groups = engine._prefix_groups(rows)
+    assert any(len(m) > 1 and p > 20 for m, p in groups)  # the rubric is shared
+    together = engine.score_rows(rows)
+    for row, out in zip(rows, together, strict=True):
+        alone = engine.score_rows([row])[0]
+        assert out.token_logprobs == pytest.approx(alone.token_logprobs, abs=1e-4)
+        if row.candidates is not None:
+            assert out.candidate_logprobs == pytest.approx(alone.candidate_logprobs, abs=1e-4)

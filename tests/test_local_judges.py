@@ -100,17 +100,20 @@ def engine():
 
 async def test_coherence_ppl_is_the_perplexity_of_the_response(engine, tmp_path):
     backend = LocalBackend("tiny", {"cache_dir": str(tmp_path)}, engine=engine)
-    [score] = await create_judge("coherence_ppl").score(item("The sea is wide."), 0, backend)
+    [score, log_score] = await create_judge("coherence_ppl").score(
+        item("The sea is wide."), 0, backend
+    )
     prompt = engine.chat_ids([{"role": "user", "content": PROMPT.text}])
     ids = torch.tensor([prompt + engine.text_ids("The sea is wide.")])
     labels = ids.clone()
     labels[0, : len(prompt)] = -100
     with torch.inference_mode():
         loss = engine.model(ids, labels=labels).loss  # transformers' mean token cross-entropy
-    assert score.metric == "coherence_ppl"
+    assert (score.metric, log_score.metric) == ("coherence_ppl", "coherence_nll")
     assert score.value == pytest.approx(math.exp(float(loss)), rel=1e-5)
-    [empty] = await create_judge("coherence_ppl").score(item(""), 0, backend)
-    assert math.isnan(empty.value) and empty.reason == "empty response"
+    assert log_score.value == pytest.approx(float(loss), rel=1e-5)
+    empty = await create_judge("coherence_ppl").score(item(""), 0, backend)
+    assert all(math.isnan(s.value) and s.reason == "empty response" for s in empty)
 
 
 class CountingBackend:

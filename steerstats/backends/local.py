@@ -16,7 +16,8 @@ Options (``[backends.<name>.options]`` in the experiment file):
 - ``cache_dir``: where converted GGUF weights (``models/``) live, shared by experiments on this
   machine (default: ``$STEERSTATS_CACHE_DIR`` or ``./cache``); CAA vectors go to the
   experiment's cache directory (``caa_vectors/``) when a method passes it, else here too;
-- ``max_batch_size`` (default 8), ``batch_wait_s`` (default 0.005): batching;
+- ``max_batch_size`` (default 16; backends sharing a model use the largest given),
+  ``batch_wait_s`` (default 0.005): batching;
 - ``threads``: torch intra-op threads (default: torch's choice).
 
 Only ``path`` and ``dtype`` change answers, so only they (and a digest of the weights) enter
@@ -119,7 +120,11 @@ def _shared_engine(
                 max_batch_size=max_batch_size,
                 batch_wait_s=batch_wait_s,
             )
-        return _engines[key]
+        engine = _engines[key]
+        # Backends sharing the model (the steered model, its judges) share batches: the
+        # largest batch size any of them asked for applies.
+        engine.max_batch_size = max(engine.max_batch_size, max_batch_size)
+        return engine
 
 
 @backend("local")
@@ -143,7 +148,7 @@ class LocalBackend(Backend):
         _require_local_dependencies()
         self.cache_dir = Path(self.options.get("cache_dir") or default_cache_dir())
         self.vector_dir = self.cache_dir / "caa_vectors"
-        self.max_batch_size = int(self.options.get("max_batch_size", 8))
+        self.max_batch_size = int(self.options.get("max_batch_size", 16))
         if self.max_batch_size < 1:
             raise ConfigError(
                 f"local backend: max_batch_size must be >= 1, got {self.max_batch_size}"
@@ -190,8 +195,9 @@ class LocalBackend(Backend):
         }
 
     def max_concurrency(self) -> int:
-        """Enough requests in flight to fill two batches (one running, one gathering)."""
-        return 2 * self.max_batch_size
+        """Enough requests in flight to fill two batches (one running, one gathering); score
+        batches take up to four times ``max_batch_size`` rows."""
+        return 8 * self.max_batch_size
 
     async def engine(self) -> LocalEngine:
         """The shared engine, loading (and on first use converting) the model off the event loop."""

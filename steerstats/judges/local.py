@@ -9,7 +9,8 @@ automatic metrics, for the offline demo (no API key, no internet).
   When the digits together get less than ``min_digit_mass`` (default 0.5) of the probability,
   the model was not answering with a score: both values are NaN with the reason.
 - ``coherence_ppl``: perplexity of the response (as the reply to its prompt, without any
-  system prompt) under the unsteered model. Higher is less fluent.
+  system prompt) under the unsteered model, and ``coherence_nll``, its logarithm (the mean
+  token loss; perplexity is heavy-tailed, its log much less so). Higher is less fluent.
 - ``capability_nll``: the steered model's mean token loss (nats) on a fixed neutral reference
   text, as the reply to a fixed request, under the generation's own intervention (its system
   prompt and steering). It does not depend on the response, so it is computed once per
@@ -34,28 +35,23 @@ DIGITS = ("1", "2", "3", "4", "5")
 DEFAULT_MIN_DIGIT_MASS = 0.5
 ANSWER_PREFIX = "Rating: "
 
+# Short wordings, instructions first: replies judged with the same wording (and query) share
+# the rubric's tokens, which the local backend then runs once per batch.
 BEHAVIOR_WORDINGS: tuple[str, ...] = (
-    "Rate how strongly the response below does this: {query}.\n"
-    "1 = not at all, 3 = somewhat, 5 = completely and throughout.\n\n"
-    "Request: {prompt}\nResponse: {response}\n\nAnswer with one digit from 1 to 5.",
-    "Instruction given to the assistant: {query}.\n\nUser message: {prompt}\n"
-    "Assistant reply: {response}\n\nOn a scale from 1 (ignores the instruction) to 5 (follows "
-    "it fully), how well does the reply follow the instruction? Reply with a single digit.",
-    "Does this answer {query}? Score it from 1 to 5, where 1 means no trace of it and 5 means "
-    "it is obvious in every sentence.\n\nQuestion: {prompt}\nAnswer: {response}\n\n"
-    "Give only the digit.",
+    "Rate 1-5 how much the reply does this: {query}. 1 = not at all, 5 = fully.\n\n"
+    "Question: {prompt}\nReply: {response}",
+    "Instruction to the assistant: {query}. Rate from 1 (ignored) to 5 (followed completely) how "
+    "well the assistant's reply follows it.\n\nUser: {prompt}\nAssistant: {response}",
+    "Does this answer {query}? 1 = no trace, 5 = in every sentence.\n\nQ: {prompt}\nA: {response}",
 )
 
 COHERENCE_WORDINGS: tuple[str, ...] = (
-    "Rate how coherent the response below is: grammatical, sensible and on topic.\n"
-    "1 = gibberish, 3 = partly understandable, 5 = perfectly clear.\n\n"
-    "Request: {prompt}\nResponse: {response}\n\nAnswer with one digit from 1 to 5.",
-    "User message: {prompt}\nAssistant reply: {response}\n\nOn a scale from 1 (broken, "
-    "repetitive or meaningless) to 5 (fluent and well-formed), how fluent and well-formed is "
-    "the reply? Reply with a single digit.",
-    "Is this answer readable and does it make sense? Score it from 1 to 5, where 1 means it is "
-    "nonsense and 5 means it reads like careful writing.\n\nQuestion: {prompt}\n"
-    "Answer: {response}\n\nGive only the digit.",
+    "Rate 1-5 how coherent the reply is (grammatical, sensible, on topic). 1 = gibberish, "
+    "5 = perfectly clear.\n\nQuestion: {prompt}\nReply: {response}",
+    "From 1 (broken, repetitive or meaningless) to 5 (fluent and well-formed), how fluent is the "
+    "assistant's reply?\n\nUser: {prompt}\nAssistant: {response}",
+    "Is this answer readable and sensible? 1 = nonsense, 5 = careful writing.\n\n"
+    "Q: {prompt}\nA: {response}",
 )
 
 CAPABILITY_REQUEST = "Please write an informative passage."
@@ -182,25 +178,32 @@ def local_coherence(
 
 
 class CoherencePerplexity(Judge):
-    """Perplexity of the response under the unsteered model (conditioned on the prompt)."""
+    """Perplexity of the response under the unsteered model (conditioned on the prompt), and
+    its logarithm, the mean token loss, whose distribution is far less skewed."""
 
-    metrics = ("coherence_ppl",)
+    metrics = ("coherence_ppl", "coherence_nll")
 
     async def score(self, item: JudgeInput, repeat: int, backend: Backend | None) -> list[Score]:
         nll_fn = _require(backend, "token_nll", "coherence_ppl")
+        reason = None
         if not item.response.strip():
-            return [Score.missing("coherence_ppl", "empty response")]
-        loss = await nll_fn(
-            [{"role": "user", "content": item.prompt.text}], item.response, steering=None
-        )
-        if loss.n_tokens == 0:
-            return [Score.missing("coherence_ppl", "response has no tokens")]
-        return [Score("coherence_ppl", math.exp(loss.total_nll / loss.n_tokens))]
+            reason = "empty response"
+        else:
+            loss = await nll_fn(
+                [{"role": "user", "content": item.prompt.text}], item.response, steering=None
+            )
+            if loss.n_tokens == 0:
+                reason = "response has no tokens"
+        if reason is not None:
+            return [Score.missing("coherence_ppl", reason), Score.missing("coherence_nll", reason)]
+        mean = loss.total_nll / loss.n_tokens
+        return [Score("coherence_ppl", math.exp(mean)), Score("coherence_nll", mean)]
 
 
-@judge("coherence_ppl", metrics=("coherence_ppl",))
+@judge("coherence_ppl", metrics=("coherence_ppl", "coherence_nll"))
 def coherence_ppl() -> Judge:
-    """Perplexity of each response under the unsteered local model; rises as text degrades."""
+    """Perplexity (``coherence_ppl``) and mean token loss in nats (``coherence_nll``) of each
+    response under the unsteered local model; both rise as text degrades."""
     return CoherencePerplexity()
 
 
