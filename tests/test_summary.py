@@ -11,18 +11,32 @@ from steerstats.summary import summary_table
 
 
 def test_summary_means_counts_and_order():
-    scores = pd.DataFrame({
-        "model": ["m"] * 7,
-        "method": ["control", "control", "caa", "caa", "caa", "control", "caa"],
-        "strength": [math.nan, math.nan, 0.5, 0.5, 0.25, math.nan, 0.25],
-        "metric": ["behavior", "behavior", "behavior", "behavior", "behavior", "ppl", "behavior"],
-        "value": [2.0, 4.0, 1.0, math.nan, 5.0, 7.5, 3.0],
-    })
+    scores = pd.DataFrame(
+        {
+            "model": ["m"] * 7,
+            "method": ["control", "control", "caa", "caa", "caa", "control", "caa"],
+            "strength": [math.nan, math.nan, 0.5, 0.5, 0.25, math.nan, 0.25],
+            "metric": [
+                "behavior",
+                "behavior",
+                "behavior",
+                "behavior",
+                "behavior",
+                "ppl",
+                "behavior",
+            ],
+            "value": [2.0, 4.0, 1.0, math.nan, 5.0, 7.5, 3.0],
+        }
+    )
     out = summary_table(scores)
     assert list(out.columns) == ["model", "method", "strength", "metric", "mean", "n", "n_missing"]
     # control first (first seen), its metrics in order of appearance; caa strengths ascending
     assert out[["method", "metric"]].values.tolist() == [
-        ["control", "behavior"], ["control", "ppl"], ["caa", "behavior"], ["caa", "behavior"]]
+        ["control", "behavior"],
+        ["control", "ppl"],
+        ["caa", "behavior"],
+        ["caa", "behavior"],
+    ]
     assert out["strength"].iloc[2:].tolist() == [0.25, 0.5]
     assert out["mean"].tolist() == [3.0, 7.5, 4.0, 1.0]  # (2+4)/2, 7.5, (5+3)/2, 1 (NaN left out)
     assert out["n"].tolist() == [2, 1, 2, 1]
