@@ -10,6 +10,7 @@ local Hugging Face model directory or another GGUF file.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -18,6 +19,8 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -131,6 +134,26 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
+@contextmanager
+def _no_gguf_progress_bar() -> Iterator[None]:
+    """Silence the GGUF reader's own tqdm bar (it ignores transformers' logging settings),
+    which would otherwise run through the collector's progress display."""
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:
+        yield
+        return
+    original = getattr(gguf_utils, "tqdm", None)
+    if original is None:
+        yield
+        return
+    gguf_utils.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
+
+
 def converted_dir(source: ModelSource, cache_dir: Path) -> Path:
     """Where the safetensors conversion of a GGUF file lives in the cache."""
     return (
@@ -144,6 +167,7 @@ def ensure_converted(source: ModelSource, cache_dir: Path) -> Path:
     """Convert a GGUF file to a safetensors directory once (file-locked, moved in atomically)."""
     from filelock import FileLock
 
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     target = converted_dir(source, cache_dir)
     if (target / "steerstats-conversion.json").is_file():
         return target
@@ -161,18 +185,11 @@ def ensure_converted(source: ModelSource, cache_dir: Path) -> Path:
             target,
         )
         folder, name = str(source.path.parent), source.path.name
-        previous = os.environ.get("TQDM_DISABLE")
-        os.environ["TQDM_DISABLE"] = "1"  # the GGUF reader's own progress bar
-        try:
+        with _no_gguf_progress_bar():
             tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, local_files_only=True)
             model = AutoModelForCausalLM.from_pretrained(
                 folder, gguf_file=name, dtype=torch.float32, local_files_only=True
             )
-        finally:
-            if previous is None:
-                del os.environ["TQDM_DISABLE"]
-            else:
-                os.environ["TQDM_DISABLE"] = previous
         # De-quantised weights are plain float32; drop the GGUF marker so they can be saved.
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
