@@ -153,3 +153,10 @@ async def test_capability_nll_follows_the_intervention_and_is_computed_once(engi
     )
     assert steer.value == pytest.approx(expected.mean_nll, rel=1e-6)
     assert steer.value != c0.value and prompt.value != c0.value
+
+
+def test_repeats_set_later_are_checked_too():
+    judge = create_judge("local_coherence")
+    judge.repeats = 3
+    with pytest.raises(ConfigError, match="number of wordings"):
+        judge.repeats = 4  # what the collector does with [[judges]] repeats = 4

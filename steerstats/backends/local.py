@@ -9,7 +9,7 @@ Besides ``generate`` the backend offers plain async extras, used by the CAA meth
 local judges: :meth:`LocalBackend.next_token_probs`, :meth:`LocalBackend.token_nll` and
 :meth:`LocalBackend.build_caa_vector`.
 
-Options (``[backends.<name>.options]`` in the experiment file):
+Options (``options = {...}`` of a ``[[models]]`` or ``[[judges]]`` entry in the experiment file):
 
 - ``path``: a GGUF file or a Hugging Face model directory (default: the packaged model);
 - ``dtype``: torch dtype of the weights, ``"float32"`` (default) or ``"bfloat16"``;
@@ -18,7 +18,8 @@ Options (``[backends.<name>.options]`` in the experiment file):
   experiment's cache directory (``caa_vectors/``) when a method passes it, else here too;
 - ``max_batch_size`` (default 16; backends sharing a model use the largest given),
   ``batch_wait_s`` (default 0.005): batching;
-- ``threads``: torch intra-op threads (default: torch's choice).
+- ``threads``: torch intra-op threads, process-wide (default: torch's choice; on a small
+  machine shared with other work, 1 is much faster than oversubscribing).
 
 Only ``path`` and ``dtype`` change answers, so only they (and a digest of the weights) enter
 :meth:`LocalBackend.identity` and hence cache keys.

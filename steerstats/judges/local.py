@@ -104,13 +104,6 @@ class LocalRubricJudge(Judge):
                 raise ConfigError(
                     f"local_{criterion}: every wording needs a {{response}} field; got {w!r}"
                 )
-        if not 1 <= repeats <= len(wordings):
-            raise ConfigError(
-                f"local_{criterion}: repeats must be between 1 and the number of wordings "
-                f"({len(wordings)}); each repeat uses a different wording, and the same wording "
-                f"twice would repeat the same number. Got repeats={repeats}; add wordings or "
-                "lower it."
-            )
         if not 0 < min_digit_mass <= 1:
             raise ConfigError(
                 f"local_{criterion}: min_digit_mass must be in (0, 1], got {min_digit_mass}"
@@ -118,9 +111,25 @@ class LocalRubricJudge(Judge):
         self.criterion = criterion
         self.metrics = (criterion, f"{criterion}_argmax")
         self.wordings = tuple(wordings)
-        self.repeats = repeats
+        self.repeats = repeats  # validated by the setter (the collector may set it too)
         self.min_digit_mass = min_digit_mass
         self.rater = f"local-{criterion}"
+
+    @property  # type: ignore[override]
+    def repeats(self) -> int:
+        """Judging occasions per reply: one per rubric wording, so at most len(wordings)."""
+        return self._repeats
+
+    @repeats.setter
+    def repeats(self, value: int) -> None:
+        if not 1 <= int(value) <= len(self.wordings):
+            raise ConfigError(
+                f"local_{self.criterion}: repeats must be between 1 and the number of wordings "
+                f"({len(self.wordings)}); each repeat uses a different wording, and the same "
+                f"wording twice would repeat the same number. Got repeats={value}; add wordings "
+                "or lower it."
+            )
+        self._repeats = int(value)
 
     def identity(self) -> dict[str, Any]:
         return {
@@ -213,9 +222,14 @@ class CapabilityNLL(Judge):
     metrics = ("capability_nll",)
 
     def __init__(self, text: str | None, request: str) -> None:
+        if text is not None and not text.strip():
+            raise ConfigError(
+                "capability_nll: text must be non-empty (or left out for the shipped one)"
+            )
         self._text = text
         self.request = request
-        self._memo: dict[str, asyncio.Future[float]] = {}
+        self._values: dict[str, float] = {}
+        self._pending: dict[str, asyncio.Task[float]] = {}
 
     @property
     def text(self) -> str:
@@ -239,15 +253,19 @@ class CapabilityNLL(Judge):
         return float(loss.total_nll / loss.n_tokens)
 
     async def score(self, item: JudgeInput, repeat: int, backend: Backend | None) -> list[Score]:
+        # One computation per intervention (and backend); concurrent callers share it.
         key = json.dumps([item.intervention.canonical(), id(backend)], sort_keys=True)
-        if key not in self._memo:
-            self._memo[key] = asyncio.ensure_future(self._loss(item, backend))
-        try:
-            value = await asyncio.shield(self._memo[key])
-        except Exception:
-            self._memo.pop(key, None)
-            raise
-        return [Score("capability_nll", value)]
+        if key not in self._values:
+            loop = asyncio.get_running_loop()
+            task = self._pending.get(key)
+            if task is None or task.get_loop() is not loop:
+                task = self._pending[key] = loop.create_task(self._loss(item, backend))
+            try:
+                self._values[key] = await asyncio.shield(task)
+            finally:
+                if task.done() and self._pending.get(key) is task:
+                    del self._pending[key]
+        return [Score("capability_nll", self._values[key])]
 
 
 @judge("capability_nll", metrics=("capability_nll",))
