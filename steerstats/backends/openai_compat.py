@@ -96,7 +96,7 @@ class OpenAIBackend(Backend):
 
     def _get_client(self) -> Any:
         if self._client is None:
-            from openai import AsyncOpenAI
+            from openai import AsyncOpenAI, DefaultAioHttpClient
 
             key = os.environ.get("OPENAI_API_KEY")
             if not key:
@@ -107,8 +107,12 @@ class OpenAIBackend(Backend):
                         "experiment file)"
                     )
                 key = _NO_KEY
+            # aiohttp as the SDK's transport (its `aiohttp` extra): about half the client CPU
+            # per call of the default httpx2 transport, which bounds throughput at high
+            # concurrency (benchmarks/collect_throughput.py).
             self._client = AsyncOpenAI(
-                api_key=key, base_url=self.base_url, max_retries=0, timeout=self.timeout_s
+                api_key=key, base_url=self.base_url, max_retries=0, timeout=self.timeout_s,
+                http_client=DefaultAioHttpClient(timeout=self.timeout_s),
             )
         return self._client
 
