@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: test demo lint clean
+.PHONY: test demo lint clean seed-study
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest -q -ra
+
+# Re-analysis of the seed study's published rows (needs ../shared/seed-study).
+seed-study: $(STAMP)
+	$(PY) analysis/seed_study/run.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check steerstats tests benchmarks

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import platform
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +88,26 @@ class ImportResult:
     @property
     def n_unmatched(self) -> int:
         return len(self.unmatched)
+
+    def write(self, out_dir: str | Path, fmt: str = "parquet") -> Path:
+        """Write a results directory: the tidy tables, ``manifest.json`` (what was read, with
+        which options, what could not be placed) and ``unmatched.csv`` / ``import_notes.csv``."""
+        from steerstats.tidy import package_versions, write_results
+
+        unparsed = self.scores["value"].isna() & self.scores["reason"].fillna("").str.startswith(
+            "unparsed"
+        )
+        manifest = {
+            "python": platform.python_version(),
+            "packages": package_versions(),
+            "import": self.source,
+            "unmatched_rows": self.n_unmatched,
+            "failures": {"scores_unparsed": int(unparsed.sum())},
+        }
+        out = write_results(out_dir, self.generations, self.scores, manifest, fmt=fmt)  # type: ignore[arg-type]
+        self.unmatched.to_csv(out / "unmatched.csv", index=False)
+        self.notes.to_csv(out / "import_notes.csv", index=False)
+        return out
 
 
 def row_key(content: Mapping[str, Any]) -> str:

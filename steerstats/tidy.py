@@ -139,7 +139,8 @@ def tables(config: Experiment, *, limit_queries: int | None = None,
                      limit_queries=limit_queries, limit_prompts=limit_prompts)
 
 
-def _versions() -> dict[str, str]:
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages that shape results, for manifests."""
     out = {}
     for name in _KEY_PACKAGES:
         try:
@@ -160,7 +161,7 @@ def build_manifest(p: Plan, generations: pd.DataFrame, scores: pd.DataFrame,
         "steerstats_version": __version__,
         "python": platform.python_version(),
         "platform": sys.platform,
-        "packages": _versions(),
+        "packages": package_versions(),
         "created_at": pd.Timestamp.now(tz="UTC").isoformat(),
         "experiment": {"name": cfg.experiment.name, "digest": cfg.digest(),
                        "file": None if cfg.path is None else cfg.path.name},

@@ -716,3 +716,52 @@ def test_table_errors_name_file_and_column(wide_csv: Path, tmp_path: Path) -> No
     with pytest.raises(ValueError, match="unsupported file type '.xlsx'"):
         (tmp_path / "x.xlsx").write_text("")
         import_table(tmp_path / "x.xlsx")
+
+
+def test_cli_import_seed_study_writes_a_results_directory(
+    tmp_path: Path, seed_csvs: tuple[Path, Path]
+) -> None:
+    from typer.testing import CliRunner
+
+    from steerstats.cli import app
+    from steerstats.tidy import read_results
+
+    open_csv, mmlu_csv = seed_csvs
+    out = tmp_path / "imported"
+    res = CliRunner().invoke(
+        app, ["import", "--seed-open", str(open_csv), "--seed-mmlu", str(mmlu_csv), "--out", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    direct = import_seed_study(open_csv, mmlu_csv)
+    back = read_results(out)
+    assert len(back.generations) == len(direct.generations)
+    assert len(back.scores) == len(direct.scores)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["import"]["importer"] == "seed-study"
+    assert manifest["unmatched_rows"] == direct.n_unmatched > 0
+    assert manifest["failures"]["scores_unparsed"] == int(back.scores["value"].isna().sum())
+    assert len(pd.read_csv(out / "unmatched.csv")) == direct.n_unmatched
+    assert f"{direct.n_unmatched} source rows could not be placed" in res.output
+
+
+def test_cli_import_table_with_mapping(tmp_path: Path, wide_csv: Path) -> None:
+    from typer.testing import CliRunner
+
+    from steerstats.cli import app
+    from steerstats.tidy import read_results
+
+    out = tmp_path / "mine"
+    args = ["import", str(wide_csv), "--out", str(out), "--format", "csv",
+            "--default", "model=my-model", "--score", "beh", "--score", "coh"]
+    for tidy, col in MAPPING.items():
+        args += ["--map", f"{tidy}={col}"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    back = read_results(out)
+    assert set(back.generations["model"]) == {"my-model"}
+    assert set(back.scores["metric"]) == {"beh", "coh"}
+    assert (out / "scores.csv").exists()
+
+    bad = CliRunner().invoke(app, ["import", str(wide_csv), "--out", str(out), "--map", "response"])
+    assert bad.exit_code != 0
+    assert "expected NAME=VALUE" in bad.output

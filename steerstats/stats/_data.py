@@ -53,3 +53,36 @@ def response_level(
     out["n_missing"] = out.pop("n_total") - out["n_ratings"]
     out = out.reset_index()
     return out.rename(columns={"value": value}) if value != "value" else out
+
+
+def require_clusters(data: pd.DataFrame, clusters: Sequence[str]) -> tuple[str, ...]:
+    """Check the cluster columns (keyword ``clusters``) exist; return them as a tuple.
+
+    Accepts one column name or a sequence of them; an empty sequence is an error because the
+    bootstrap has nothing to resample.
+    """
+    names = (clusters,) if isinstance(clusters, str) else tuple(clusters)
+    if not names:
+        raise ValueError("clusters must name at least one column, e.g. clusters=('query_id',)")
+    missing = [c for c in names if c not in data]
+    if missing:
+        raise ValueError(
+            f"cluster column(s) {missing} not found; pass clusters=(...) naming the columns to "
+            f"resample, or rename (columns present: {', '.join(map(str, data.columns))})"
+        )
+    return names
+
+
+def group_index(frame: pd.DataFrame, columns: Sequence[str]) -> tuple[np.ndarray, pd.DataFrame]:
+    """Integer group code per row and the table of group keys (one row per code, sorted).
+
+    Missing keys (e.g. NaN ``strength`` for strength-less methods) form their own group.
+    With no columns every row is group 0 and the key table has one row and no columns.
+    """
+    cols = list(columns)
+    if not cols:
+        return np.zeros(len(frame), dtype=np.intp), pd.DataFrame(index=range(1))
+    grouped = frame.groupby(cols, sort=True, dropna=False, observed=True)
+    codes = grouped.ngroup().to_numpy(dtype=np.intp)
+    keys = grouped.size().index.to_frame(index=False)[cols]
+    return codes, keys

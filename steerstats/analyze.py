@@ -1,0 +1,281 @@
+"""Run every statistic that applies to a results set and write each table (CSV + JSON).
+
+``steerstats analyze`` and the report both go through :func:`analyze`: the report reads the
+tables it writes, so what the report says is exactly what the analysis directory holds. An
+analysis that does not apply (no accuracy metric, no strength sweep, one judging per response)
+or that fails (a model that does not converge) is listed in the ``skipped`` table with the
+reason, never left out silently.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from steerstats import describe, stats, tidy
+from steerstats.errors import DataError
+
+__all__ = ["TABLES", "analyze", "analyze_results", "read_tidy", "write_tables"]
+
+TABLES: dict[str, str] = {
+    "design": "what was collected per model x method x prompt set (describe.design_table)",
+    "judging": "judgings per response and missing ratings per metric x rater",
+    "parse_failures": "unparsed ratings per model x method x metric, with reasons",
+    "summary": "means with two-way cluster-bootstrap CIs (stats.summarize)",
+    "contrasts": "paired contrasts against control and against prompt (stats.paired_contrasts)",
+    "accuracy": "MMLU accuracy by GEE and bootstrap, and the unparsed rate (stats.accuracy_model)",
+    "tradeoff": "behaviour gain vs coherence and accuracy loss, Pareto front (stats.tradeoff)",
+    "variance_components": "per metric: query, prompt, query:method and residual variance "
+    "(stats.mixed_model)",
+    "emm": "per metric: mixed-model marginal means per model x method",
+    "mixed_contrasts": "per metric: mixed-model contrasts against each baseline, Holm-adjusted",
+    "reliability": "judge reliability per metric, overall (method empty) and per method "
+    "(stats.reliability)",
+    "dose_curves": "means per strength for methods run at several strengths (from summary)",
+    "dose_response": "per-query slopes of each metric on strength, anti-steerable flags "
+                     "(stats.dose_response)",
+    "steerability": "per model x method x metric: spread of the per-query slopes",
+    "dose_selection": "strength chosen on half the prompts, evaluated on the other half",
+    "mde": "per rated metric: minimum detectable paired difference for this design and for "
+           "twice the queries (stats.mde, from the fitted variance components)",
+    "skipped": "analyses not run, with the reason",
+}
+
+JUDGE_METRICS = ("behavior", "coherence")
+
+
+def read_tidy(results: str | Path) -> tuple[pd.DataFrame | None, pd.DataFrame]:
+    """(generations, scores) of a results directory written by ``tidy.write_results``."""
+    try:
+        read = tidy.read_results(results)
+    except FileNotFoundError as exc:
+        raise DataError(str(exc)) from None
+    return read.generations, read.scores
+
+
+def analyze(
+    source: str | Path | tuple[pd.DataFrame | None, pd.DataFrame],
+    *,
+    out: str | Path | None = None,
+    baselines: Sequence[str] = ("control", "prompt"),
+    n_boot: int = 2000,
+    seed: int | None = 0,
+) -> dict[str, pd.DataFrame]:
+    """Every table that applies to ``source``: a results directory or (generations, scores).
+
+    Returns a dict of tidy DataFrames keyed by the names in :data:`TABLES`; with ``out``, each
+    is also written as ``<out>/<name>.csv`` and ``.json``. ``baselines`` are the methods the
+    paired contrasts are taken against (those present in the data).
+    """
+    generations, scores = read_tidy(source) if isinstance(source, str | Path) else source
+    if generations is not None and generations.empty:
+        generations = None  # e.g. an import of scores alone
+    tables: dict[str, pd.DataFrame] = {}
+    skipped: list[dict[str, str]] = []
+
+    def run(name: str, compute: Callable[[], pd.DataFrame | None], reason: str | None) -> None:
+        if reason is not None:
+            skipped.append({"analysis": name, "reason": reason})
+            return
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                table = compute()
+        except (RuntimeError, ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
+            skipped.append({"analysis": name, "reason": f"failed: {type(exc).__name__}: {exc}"})
+            return
+        if table is not None:
+            tables[name] = table
+
+    metrics = set(scores["metric"].dropna().astype(str))
+    methods = set(scores["method"].dropna().astype(str))
+    present = [b for b in baselines if b in methods]
+
+    tables["design"] = describe.design_table(scores, generations)
+    tables["judging"] = describe.judging_table(scores)
+    tables["parse_failures"] = describe.parse_failures(scores)
+    run("summary", lambda: stats.summarize(scores, n_boot=n_boot, seed=seed), None)
+    run(
+        "contrasts",
+        lambda: pd.concat(
+            [stats.paired_contrasts(scores, b, n_boot=n_boot, seed=seed) for b in present],
+            ignore_index=True,
+        ),
+        None
+        if present and len(methods) > 1
+        else f"no baseline method ({', '.join(baselines)}) alongside another method",
+    )
+    run(
+        "accuracy",
+        lambda: stats.accuracy_model(scores, n_boot=n_boot, seed=seed),
+        None if "accuracy" in metrics else "no accuracy metric (no MMLU prompts were scored)",
+    )
+    run(
+        "tradeoff",
+        lambda: stats.tradeoff(scores, present[0], n_boot=n_boot, seed=seed),
+        None
+        if present and len(methods) > 1 and metrics & {"behavior", "coherence", "accuracy"}
+        else "needs a baseline method and another method scored on behavior, coherence or accuracy",
+    )
+    rated = sorted(m for m in metrics if m != "accuracy")
+    if rated and len(methods) > 1:
+        mixed, failures = _mixed(scores, rated, [b for b in present if b in methods])
+        tables.update(mixed)
+        skipped.extend({"analysis": "mixed_model", "reason": f"failed for {f}"} for f in failures)
+    else:
+        skipped.append(
+            {
+                "analysis": "mixed_model",
+                "reason": "needs at least two methods scored on a rated (non-accuracy) metric",
+            }
+        )
+    judging = tables["judging"]
+    repeated = judging[(judging["rater"] != "auto")].groupby("metric")["n_repeats"].sum()
+    run(
+        "reliability",
+        lambda: _reliability(scores, list(repeated[repeated >= 2].index), n_boot=n_boot, seed=seed),
+        None
+        if (repeated >= 2).any()
+        else "each response was judged once (one judge, one repeat), so agreement between "
+        "judgings cannot be estimated",
+    )
+    sweep = _sweep(tables.get("summary"))
+    run(
+        "dose_curves",
+        lambda: sweep,
+        None if sweep is not None else "no method was run at more than one strength",
+    )
+    run("dose_response", lambda: _dose(scores, tables),
+        None if sweep is not None and "behavior" in metrics else
+        "no method was run at more than one strength on the behavior metric")
+    vc = tables.get("variance_components")
+    run("mde", lambda: _mde(scores, vc, tables["design"], seed),
+        None if vc is not None else "no fitted variance components (the mixed model did not run)")
+    tables["skipped"] = pd.DataFrame(skipped, columns=["analysis", "reason"])
+    if out is not None:
+        write_tables(tables, out)
+    return tables
+
+
+def _arms(scores: pd.DataFrame) -> pd.DataFrame:
+    """A copy whose method names carry their strength ("caa @ 4") and strength NaN, so each
+    strength of a sweep is its own level of the mixed model's method factor."""
+    if "strength" not in scores or scores["strength"].isna().all():
+        return scores
+    out = scores.copy()
+    has = out["strength"].notna()
+    out.loc[has, "method"] = [
+        f"{m} @ {float(s):g}"
+        for m, s in zip(out.loc[has, "method"], out.loc[has, "strength"], strict=True)
+    ]
+    out["strength"] = np.nan
+    return out
+
+
+def _mixed(
+    scores: pd.DataFrame,
+    metrics: Sequence[str],
+    baselines: Sequence[str],
+) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """Fit the crossed mixed model per metric: (variance_components, emm and mixed_contrasts
+    tables, each with a metric column; one message per metric whose fit failed)."""
+    data = _arms(scores)
+    vcs: list[pd.DataFrame] = []
+    emms: list[pd.DataFrame] = []
+    cons: list[pd.DataFrame] = []
+    failures: list[str] = []
+    for metric in metrics:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                fit = stats.mixed_model(data, metric)
+        except (RuntimeError, ValueError, np.linalg.LinAlgError) as exc:
+            failures.append(f"{metric}: {exc}")
+            continue
+        vcs.append(fit.variance_components.assign(metric=metric))
+        emms.append(fit.emm.assign(metric=metric))
+        # Holm within each metric x baseline family, as mixed_model's contrasts() does.
+        cons.extend(fit.contrasts(b).assign(metric=metric) for b in baselines)
+    out: dict[str, pd.DataFrame] = {}
+    for name, parts in (("variance_components", vcs), ("emm", emms), ("mixed_contrasts", cons)):
+        if parts:
+            out[name] = _lead(pd.concat(parts, ignore_index=True), ["metric"])
+    return out, failures
+
+
+def _lead(frame: pd.DataFrame, first: Sequence[str]) -> pd.DataFrame:
+    return frame[[*first, *[c for c in frame.columns if c not in first]]]
+
+
+def _reliability(
+    scores: pd.DataFrame, metrics: list[str], n_boot: int, seed: int | None
+) -> pd.DataFrame:
+    """Reliability of the repeatedly judged ``metrics``, overall (``method`` empty) and per
+    method, in one table."""
+    overall = stats.reliability(scores, metrics=metrics, n_boot=n_boot, seed=seed)
+    per_method = stats.reliability(scores, "method", metrics=metrics, n_boot=n_boot, seed=seed)
+    overall.insert(0, "method", np.nan)
+    return pd.concat([overall, per_method], ignore_index=True)
+
+
+def _dose(scores: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> None:
+    """Fill dose_response (slopes), steerability and dose_selection."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        result = stats.dose_response(scores)
+    tables["steerability"] = result.steerability
+    tables["dose_selection"] = result.selection
+    tables["dose_response"] = result.slopes
+
+
+def _mde(scores: pd.DataFrame, components: pd.DataFrame, design: pd.DataFrame,
+         seed: int | None) -> pd.DataFrame:
+    """MDE per rated metric for this design (queries, prompts per query, samples) and for
+    twice the queries."""
+    rows = []
+    for metric, vc in components.groupby("metric", sort=True):
+        rated = scores[scores["metric"] == metric]
+        n_queries = int(rated["query_id"].nunique())
+        n_prompts = int(rated.groupby("query_id")["prompt_id"].nunique().median())
+        n_repeats = int(rated["sample"].nunique()) if "sample" in rated else 1
+        if n_queries < 2 or n_prompts < 1:
+            continue
+        table = stats.mde(vc[["group", "variance"]], n_queries=[n_queries, 2 * n_queries],
+                          n_prompts=n_prompts, n_repeats=n_repeats, seed=seed)
+        table.insert(0, "design", ["this design", "twice the queries"])
+        table.insert(0, "metric", metric)
+        rows.append(table)
+    if not rows:
+        raise ValueError("no rated metric has two or more queries")
+    return pd.concat(rows, ignore_index=True)
+
+
+def _sweep(summary: pd.DataFrame | None) -> pd.DataFrame | None:
+    """Summary rows of the model x method pairs run at two or more strengths."""
+    if summary is None or "strength" not in summary:
+        return None
+    finite = summary[summary["strength"].notna()]
+    n = finite.groupby(["model", "method"])["strength"].transform("nunique")
+    swept = finite[n >= 2]
+    return swept.reset_index(drop=True) if len(swept) else None
+
+
+def write_tables(tables: dict[str, pd.DataFrame], out: str | Path) -> None:
+    """Write each table as ``<out>/<name>.csv`` and ``<out>/<name>.json`` (records)."""
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, table in tables.items():
+        table.to_csv(folder / f"{name}.csv", index=False)
+        table.to_json(folder / f"{name}.json", orient="records", indent=1, double_precision=15)
+
+
+def analyze_results(
+    results: str | Path, *, out: str | Path | None = None, **options: object
+) -> dict[str, pd.DataFrame]:
+    """:func:`analyze` a results directory, writing to ``out`` (default ``<results>/analysis``)."""
+    target = Path(out) if out is not None else Path(results) / "analysis"
+    return analyze(results, out=target, **options)  # type: ignore[arg-type]

@@ -1,0 +1,289 @@
+"""``agentic``: feature search for the query, then an LLM picks features and strengths.
+
+The steered model's backend searches its SAE features for the query text; a chat model (any
+backend configured under the name ``picker``) chooses up to ``max_features`` of the candidates
+with strengths, answering in JSON that is validated with pydantic. An invalid answer is shown
+back to the picker with the problem, up to ``attempts`` times in all; after that the resolution
+fails with :class:`FeaturePickError` (recorded as a failure; a pick is never guessed). The
+search result and the pick are each resolved once per query x model through the resolution
+cache. A ``strengths`` sweep scales the picked values (0 = unsteered).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from steerstats.backends.base import Backend, GenerationRequest, Message
+from steerstats.backends.feature_edits import FeatureEdit, describe_validation_error
+from steerstats.errors import ConfigError
+from steerstats.methods._feature_steering import (
+    backend_extra,
+    feature_intervention,
+    resolution_key,
+)
+from steerstats.methods._registry import method
+from steerstats.methods.base import Intervention, Method, MethodContext, Query
+
+SYSTEM = (
+    "You steer a language model by turning up or down features of its sparse autoencoder. "
+    "Each feature has a number and a short description of what it represents. You choose the "
+    "features, and how strongly to nudge each one, so that the model's replies follow a goal "
+    "while staying fluent and correct."
+)
+
+INSTRUCTIONS = """Goal: make the model {query} in every reply.
+
+Candidate features:
+{candidates}
+
+Choose between 1 and {max_features} of these features. Give each a strength between {lo} and \
+{hi}: a positive strength makes the feature more active, a negative one suppresses it. Too \
+much steering makes the model incoherent, so prefer moderate strengths and few features.
+
+Answer with only a JSON object in this form, nothing else:
+{{"reasoning": "<one or two sentences>",
+ "features": [{{"feature": <number>, "strength": <number>}}]}}"""
+
+RETRY = (
+    "That answer could not be used: {problem}. Answer again with only the JSON object, using "
+    "feature numbers from the list and strengths between {lo} and {hi}."
+)
+
+SEARCH_NAMESPACE = "goodfire.search"
+PICK_NAMESPACE = "agentic.pick"
+
+
+class FeaturePickError(RuntimeError):
+    """The picker gave no valid pick within the allowed attempts (a recorded failure)."""
+
+
+class _Choice(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False)
+    feature: int
+    strength: float
+
+
+class _Pick(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reasoning: str = ""
+    features: list[_Choice]
+
+
+def _json_object(text: str) -> Any:
+    """The JSON object in a reply: the whole text, a fenced block, or the outermost braces."""
+    candidates = [text.strip()]
+    fence = re.search(r"```(?:json)?\s*(.*?)```", text, re.DOTALL)
+    if fence:
+        candidates.append(fence.group(1).strip())
+    start, end = text.find("{"), text.rfind("}")
+    if 0 <= start < end:
+        candidates.append(text[start : end + 1])
+    for c in candidates:
+        try:
+            return json.loads(c)
+        except ValueError:
+            continue
+    raise ValueError("the reply contains no JSON object")
+
+
+def parse_pick(
+    text: str, candidates: Sequence[FeatureEdit], max_features: int, lo: float, hi: float
+) -> tuple[list[FeatureEdit], str]:
+    """Validate a picker reply against the numbered ``candidates``; ValueError says what is wrong.
+
+    Returns the chosen edits (candidate features with the picked strengths) and the reasoning.
+    """
+    try:
+        pick = _Pick.model_validate(_json_object(text))
+    except ValidationError as exc:
+        problems = describe_validation_error(exc)
+        raise ValueError(f"the JSON does not match the required form ({problems})") from None
+    if not 1 <= len(pick.features) <= max_features:
+        raise ValueError(f"choose between 1 and {max_features} features, got {len(pick.features)}")
+    numbers = [c.feature for c in pick.features]
+    if len(set(numbers)) != len(numbers):
+        raise ValueError(f"each feature may be chosen once, got numbers {numbers}")
+    edits = []
+    for c in pick.features:
+        if not 1 <= c.feature <= len(candidates):
+            raise ValueError(f"feature {c.feature} is not in the list (1 to {len(candidates)})")
+        if not math.isfinite(c.strength) or not lo <= c.strength <= hi:
+            raise ValueError(
+                f"strength {c.strength} of feature {c.feature} is outside [{lo}, {hi}]"
+            )
+        edits.append(candidates[c.feature - 1].model_copy(update={"value": float(c.strength)}))
+    return edits, pick.reasoning
+
+
+class Agentic(Method):
+    uses_strength = True
+
+    def __init__(
+        self,
+        picker: str,
+        candidates: int,
+        max_features: int,
+        min_strength: float,
+        max_strength: float,
+        attempts: int,
+        temperature: float,
+        max_tokens: int,
+        seed: int | None,
+    ) -> None:
+        if not picker:
+            raise ConfigError("method 'agentic': 'picker' must name a configured chat model")
+        for name, value, low in (
+            ("candidates", candidates, 1),
+            ("max_features", max_features, 1),
+            ("attempts", attempts, 1),
+            ("max_tokens", max_tokens, 1),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(
+                    f"method 'agentic': {name} must be an integer >= {low}, got {value!r}"
+                )
+        if (
+            not (math.isfinite(min_strength) and math.isfinite(max_strength))
+            or min_strength >= max_strength
+        ):
+            raise ConfigError(
+                "method 'agentic': need min_strength < max_strength, "
+                f"got [{min_strength}, {max_strength}]"
+            )
+        self.picker = picker
+        self.candidates = candidates
+        self.max_features = max_features
+        self.lo, self.hi = float(min_strength), float(max_strength)
+        self.attempts = attempts
+        self.temperature = float(temperature)
+        self.max_tokens = max_tokens
+        self.seed = seed
+
+    async def resolve(
+        self, query: Query, strength: float | None, ctx: MethodContext
+    ) -> Intervention:
+        found = await self._search(query, ctx)
+        if not found:
+            raise FeaturePickError(
+                f"feature search for query {query.id!r} found no features to pick from"
+            )
+        if ctx.chat_backend is None:
+            raise ConfigError(
+                "method 'agentic' needs a chat backend for its picker, and none is configured"
+            )
+        picker = ctx.chat_backend(self.picker)
+        key = resolution_key(
+            ctx.backend,
+            query=query.text,
+            candidates=[c.model_dump() for c in found],
+            picker=picker.identity(),
+            prompt=[SYSTEM, INSTRUCTIONS, RETRY],
+            max_features=self.max_features,
+            bounds=[self.lo, self.hi],
+            attempts=self.attempts,
+            sampling=[self.temperature, self.max_tokens, self.seed],
+        )
+        picked = await ctx.cache.get_or_compute(
+            PICK_NAMESPACE, key, lambda: self._pick(query, found, picker)
+        )
+        edits = [FeatureEdit.model_validate(e) for e in picked["edits"]]
+        return feature_intervention(
+            edits,
+            strength,
+            "agentic",
+            query,
+            picker=self.picker,
+            reasoning=picked["reasoning"],
+            pick_attempts=picked["attempts"],
+            candidates=[c.model_dump(exclude={"value"}) for c in found],
+        )
+
+    async def _search(self, query: Query, ctx: MethodContext) -> list[FeatureEdit]:
+        call = backend_extra(ctx.backend, "search_features", "agentic")
+        key = resolution_key(ctx.backend, query=query.text, k=self.candidates)
+        raw = await ctx.cache.get_or_compute(
+            SEARCH_NAMESPACE, key, lambda: call(query.text, self.candidates)
+        )
+        return [FeatureEdit(value=0.0, **{k: c[k] for k in ("id", "index", "label")}) for c in raw]
+
+    async def _pick(
+        self, query: Query, found: list[FeatureEdit], picker: Backend
+    ) -> dict[str, Any]:
+        listing = "\n".join(f"{i}. {c.label or '(no label)'}" for i, c in enumerate(found, 1))
+        messages: list[Message] = [
+            {"role": "system", "content": SYSTEM},
+            {
+                "role": "user",
+                "content": INSTRUCTIONS.format(
+                    query=query.text,
+                    candidates=listing,
+                    max_features=self.max_features,
+                    lo=self.lo,
+                    hi=self.hi,
+                ),
+            },
+        ]
+        problems = []
+        for attempt in range(1, self.attempts + 1):
+            reply = await picker.generate(
+                GenerationRequest(
+                    messages=messages,
+                    temperature=self.temperature,
+                    max_tokens=self.max_tokens,
+                    seed=self.seed,
+                )
+            )
+            try:
+                edits, reasoning = parse_pick(
+                    reply.text, found, self.max_features, self.lo, self.hi
+                )
+            except ValueError as exc:
+                problems.append(str(exc))
+                messages = [
+                    *messages,
+                    {"role": "assistant", "content": reply.text},
+                    {"role": "user", "content": RETRY.format(problem=exc, lo=self.lo, hi=self.hi)},
+                ]
+                continue
+            return {
+                "edits": [e.model_dump() for e in edits],
+                "reasoning": reasoning,
+                "attempts": attempt,
+            }
+        raise FeaturePickError(
+            f"picker {self.picker!r} gave no valid feature pick for query {query.id!r} in "
+            f"{self.attempts} attempt(s): " + " | ".join(problems)
+        )
+
+
+@method("agentic")
+def agentic(
+    picker: str,
+    candidates: int = 20,
+    max_features: int = 5,
+    min_strength: float = -1.0,
+    max_strength: float = 1.0,
+    attempts: int = 3,
+    temperature: float = 0.0,
+    max_tokens: int = 600,
+    seed: int | None = 0,
+) -> Method:
+    """Feature search, then the chat model ``picker`` chooses features and strengths (JSON,
+    validated, retried up to ``attempts`` times, never guessed), scaled by the sweep's strength."""
+    return Agentic(
+        picker,
+        candidates,
+        max_features,
+        min_strength,
+        max_strength,
+        attempts,
+        temperature,
+        max_tokens,
+        seed,
+    )

@@ -1,0 +1,44 @@
+"""``autosteer``: Goodfire's Auto Steer turns the query text into feature edits for the model.
+
+The edits are resolved once per query x model through the resolution cache and recorded with
+every generation (``Intervention.detail``); the generation's cache key hashes them, so a changed
+Auto Steer answer is a new result. A ``strengths`` sweep scales the edits (0 = unsteered).
+"""
+
+from __future__ import annotations
+
+from steerstats.backends.feature_edits import FeatureEdit
+from steerstats.methods._feature_steering import (
+    backend_extra,
+    cached_edits,
+    feature_intervention,
+    resolution_key,
+)
+from steerstats.methods._registry import method
+from steerstats.methods.base import Intervention, Method, MethodContext, Query
+
+NAMESPACE = "goodfire.autosteer"
+
+
+async def autosteer_edits(query: Query, ctx: MethodContext, method_name: str) -> list[FeatureEdit]:
+    """Auto Steer's edits for ``query`` on the context's model (one call per query x model)."""
+    call = backend_extra(ctx.backend, "autosteer", method_name)
+    key = resolution_key(ctx.backend, query=query.text)
+    return await cached_edits(ctx, NAMESPACE, key, lambda: call(query.text))
+
+
+class AutoSteer(Method):
+    uses_strength = True
+
+    async def resolve(
+        self, query: Query, strength: float | None, ctx: MethodContext
+    ) -> Intervention:
+        edits = await autosteer_edits(query, ctx, "autosteer")
+        return feature_intervention(edits, strength, "autosteer", query)
+
+
+@method("autosteer")
+def autosteer() -> Method:
+    """Steer with the feature edits Auto Steer proposes for the query, scaled by the sweep's
+    strength (1 without a sweep)."""
+    return AutoSteer()

@@ -1,0 +1,340 @@
+"""Altair chart builders for the analysis tables (as pingouin's plots return an ``ax``).
+
+Each builder takes a table produced by ``steerstats.stats`` (or ``steerstats.describe``), checks
+the columns it draws, and returns an Altair chart. Nothing here computes a statistic: estimates,
+intervals, p-values and Pareto flags come from the table; the builders only arrange them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import altair as alt
+import pandas as pd
+
+__all__ = [
+    "AnyChart",
+    "contrasts_forest",
+    "dose_response_curves",
+    "means_forest",
+    "parse_failure_bars",
+    "reliability_forest",
+    "tradeoff_scatter",
+    "variance_components_bars",
+]
+
+AnyChart = alt.Chart | alt.LayerChart | alt.FacetChart | alt.HConcatChart | alt.VConcatChart
+
+_PANEL_WIDTH = 360
+_ROW_HEIGHT = 16
+# A band scale on the categorical axis lets yOffset place one row per model inside a category.
+_BAND = alt.Scale(type="band", paddingInner=0.2)
+_HEADER = alt.Header(labelOrient="top", labelAnchor="start", labelFontWeight="bold",
+                     labelFontSize=12)
+
+
+def _check(table: pd.DataFrame, columns: Sequence[str], builder: str) -> pd.DataFrame:
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"{builder}() needs a pandas DataFrame, got {type(table).__name__}")
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ValueError(
+            f"{builder}(): column(s) {', '.join(map(repr, missing))} not found "
+            f"(present: {', '.join(map(str, table.columns))}); pass the table it documents "
+            "or rename the columns"
+        )
+    if table.empty:
+        raise ValueError(f"{builder}(): the table is empty; there is nothing to draw")
+    return table.copy()
+
+
+def means_forest(
+    summary: pd.DataFrame,
+    *,
+    estimate: str = "mean",
+    title: str = "Means with 95% CIs",
+) -> AnyChart:
+    """Forest plot of per model x method x metric means with their intervals.
+
+    One panel per metric (own x scale: 1-5 ratings and 0-1 accuracy differ), methods on the
+    y axis, models by colour. Columns: model, method, metric, ``estimate``, ci_low, ci_high.
+    """
+    data = _check(summary, ["model", "method", "metric", estimate, "ci_low", "ci_high"],
+                  "means_forest")
+    base = alt.Chart().encode(
+        y=alt.Y("method:N", title=None, scale=_BAND),
+        yOffset=alt.YOffset("model:N"),
+        color=alt.Color("model:N", legend=alt.Legend(orient="bottom")),
+    )
+    rules = base.mark_rule().encode(
+        x=alt.X("ci_low:Q", title="mean (95% CI)", scale=alt.Scale(zero=False)),
+        x2="ci_high:Q",
+    )
+    points = base.mark_point(filled=True, size=50).encode(
+        x=f"{estimate}:Q",
+        tooltip=["model", "method", "metric", estimate, "ci_low", "ci_high"],
+    )
+    return (
+        alt.layer(rules, points, data=data)
+        .properties(width=_PANEL_WIDTH, height=alt.Step(_ROW_HEIGHT))
+        .facet(row=alt.Row("metric:N", title=None, header=_HEADER))
+        .resolve_scale(x="independent", y="independent")
+        .properties(title=title)
+    )
+
+
+def contrasts_forest(
+    contrasts: pd.DataFrame,
+    *,
+    estimate: str = "diff",
+    p_adjusted: str = "p_holm",
+    alpha: float = 0.05,
+    title: str = "Paired differences from the baseline (95% CIs)",
+) -> AnyChart:
+    """Forest plot of paired contrasts, marking those with Holm-adjusted p below ``alpha``.
+
+    Filled points: adjusted p < ``alpha``; hollow: not. The adjusted p is printed beside each
+    interval. Columns: model, metric, method, baseline, ``estimate``, ci_low, ci_high,
+    ``p_adjusted``.
+    """
+    data = _check(
+        contrasts,
+        ["model", "metric", "method", "baseline", estimate, "ci_low", "ci_high", p_adjusted],
+        "contrasts_forest",
+    )
+    data["comparison"] = data["method"].astype(str) + " − " + data["baseline"].astype(str)
+    data["holm"] = [
+        "p_holm < 0.001" if p < 0.001 else f"p_holm = {p:.3f}" for p in data[p_adjusted]
+    ]
+    data["significant"] = data[p_adjusted] < alpha
+    base = alt.Chart().encode(
+        y=alt.Y("comparison:N", title=None, scale=_BAND),
+        yOffset=alt.YOffset("model:N"),
+        color=alt.Color("model:N", legend=alt.Legend(orient="bottom")),
+    )
+    zero = alt.Chart().mark_rule(color="#888", strokeDash=[3, 3]).encode(x=alt.datum(0))
+    rules = base.mark_rule().encode(
+        x=alt.X("ci_low:Q", title="difference (95% CI)"), x2="ci_high:Q"
+    )
+    points = base.mark_point(size=60, strokeWidth=2).encode(
+        x=f"{estimate}:Q",
+        fill=alt.condition("datum.significant", alt.Color("model:N", legend=None),
+                            alt.value("white")),
+        tooltip=["model", "metric", "comparison", estimate, "ci_low", "ci_high", p_adjusted],
+    )
+    labels = base.mark_text(align="left", dx=6, fontSize=9, color="#333").encode(
+        x="ci_high:Q", text="holm:N"
+    )
+    return (
+        alt.layer(zero, rules, points, labels, data=data)
+        .properties(width=_PANEL_WIDTH, height=alt.Step(_ROW_HEIGHT))
+        .facet(row=alt.Row("metric:N", title=None, header=_HEADER))
+        .resolve_scale(x="independent", y="independent")
+        .properties(title=alt.TitleParams(
+            title, subtitle=f"filled: Holm-adjusted p < {alpha}; hollow: not"))
+    )
+
+
+def variance_components_bars(
+    components: pd.DataFrame,
+    *,
+    variance: str = "variance",
+    title: str = "Variance components",
+) -> AnyChart:
+    """Bars of each random-effect variance (query, prompt, query:method, residual) per metric.
+
+    Columns: metric, group, ``variance``; a ``model`` column, if present, colours the bars.
+    """
+    data = _check(components, ["metric", "group", variance], "variance_components_bars")
+    encode: dict[str, object] = {
+        "y": alt.Y("group:N", title=None, sort=None),
+        "x": alt.X(f"{variance}:Q", title="variance"),
+        "tooltip": [c for c in ["model", "metric", "group", variance] if c in data],
+    }
+    if "model" in data:
+        encode["color"] = alt.Color("model:N", legend=alt.Legend(orient="bottom"))
+        encode["yOffset"] = alt.YOffset("model:N")
+    bars = alt.Chart().mark_bar().encode(**encode)  # type: ignore[arg-type]
+    return (
+        alt.layer(bars, data=data)
+        .properties(width=_PANEL_WIDTH, height=alt.Step(_ROW_HEIGHT))
+        .facet(row=alt.Row("metric:N", title=None, header=_HEADER))
+        .resolve_scale(x="independent")
+        .properties(title=title)
+    )
+
+
+def reliability_forest(
+    reliability: pd.DataFrame,
+    *,
+    estimate: str = "estimate",
+    title: str = "Judge reliability (95% CIs)",
+) -> AnyChart:
+    """Each reliability statistic (ICCs, Krippendorff's alphas, agreement) with its interval.
+
+    Columns: metric, statistic, ``estimate``, ci_low, ci_high; a ``method`` column, if present,
+    colours the points (reliability per method).
+    """
+    data = _check(reliability, ["metric", "statistic", estimate, "ci_low", "ci_high"],
+                  "reliability_forest")
+    colour = "method" if "method" in data and data["method"].notna().any() else None
+    enc: dict[str, object] = {"y": alt.Y("statistic:N", title=None, sort=None, scale=_BAND)}
+    if colour:
+        data[colour] = data[colour].fillna("all methods")
+        enc["color"] = alt.Color(f"{colour}:N", legend=alt.Legend(orient="bottom"))
+        enc["yOffset"] = alt.YOffset(f"{colour}:N")
+    base = alt.Chart().encode(**enc)  # type: ignore[arg-type]
+    rules = base.mark_rule().encode(
+        x=alt.X("ci_low:Q", title="estimate (95% CI)", scale=alt.Scale(domain=[-0.2, 1])),
+        x2="ci_high:Q",
+    )
+    points = base.mark_point(filled=True, size=50).encode(
+        x=f"{estimate}:Q",
+        tooltip=[c for c in ["metric", "method", "statistic", estimate, "ci_low", "ci_high"]
+                 if c in data],
+    )
+    return (
+        alt.layer(rules, points, data=data)
+        .properties(width=_PANEL_WIDTH, height=alt.Step(_ROW_HEIGHT))
+        .facet(row=alt.Row("metric:N", title=None, header=_HEADER))
+        .resolve_scale(y="independent")
+        .properties(title=title)
+    )
+
+
+def _tradeoff_panel(
+    data: pd.DataFrame, gain: str, cost: str, cost_title: str, pareto: str
+) -> AnyChart:
+    base = alt.Chart(data).encode(
+        color=alt.Color("model:N", legend=alt.Legend(orient="bottom")),
+    )
+    xerr = base.mark_rule(opacity=0.6).encode(
+        x=alt.X(f"{cost}_ci_low:Q", title=cost_title), x2=f"{cost}_ci_high:Q",
+        y=alt.Y(f"{gain}:Q", title="behaviour gain"),
+    )
+    yerr = base.mark_rule(opacity=0.6).encode(
+        x=f"{cost}:Q", y=f"{gain}_ci_low:Q", y2=f"{gain}_ci_high:Q",
+    )
+    points = base.mark_point(strokeWidth=2).encode(
+        x=f"{cost}:Q",
+        y=f"{gain}:Q",
+        size=alt.condition(f"datum['{pareto}']", alt.value(140), alt.value(50)),
+        fill=alt.condition(f"datum['{pareto}']", alt.Color("model:N", legend=None),
+                            alt.value("white")),
+        tooltip=["model", "method", gain, f"{gain}_ci_low", f"{gain}_ci_high", cost,
+                 f"{cost}_ci_low", f"{cost}_ci_high", pareto],
+    )
+    labels = base.mark_text(align="left", dx=8, dy=-6, fontSize=10).encode(
+        x=f"{cost}:Q", y=f"{gain}:Q", text="method:N"
+    )
+    zero_x = alt.Chart().mark_rule(color="#888", strokeDash=[3, 3]).encode(x=alt.datum(0))
+    zero_y = alt.Chart().mark_rule(color="#888", strokeDash=[3, 3]).encode(y=alt.datum(0))
+    return alt.layer(zero_x, zero_y, xerr, yerr, points, labels,
+                     width=_PANEL_WIDTH, height=280)
+
+
+def tradeoff_scatter(
+    tradeoff: pd.DataFrame,
+    *,
+    gain: str = "behavior_gain",
+    costs: Sequence[tuple[str, str]] = (
+        ("coherence_loss", "coherence loss"),
+        ("accuracy_loss", "accuracy loss"),
+    ),
+    pareto: str = "pareto",
+    title: str = "Behaviour gain against its costs (joint bootstrap 95% CIs)",
+) -> AnyChart:
+    """Behaviour gain against each cost with both intervals; Pareto-front methods filled.
+
+    Columns: model, method, ``gain`` and each cost, each with ``<name>_ci_low`` and
+    ``<name>_ci_high``, and the boolean ``pareto``. A cost whose column is absent or all
+    missing (no MMLU data, say) gets no panel.
+    """
+    needed = ["model", "method", pareto, gain, f"{gain}_ci_low", f"{gain}_ci_high"]
+    data = _check(tradeoff, needed, "tradeoff_scatter")
+    data[pareto] = data[pareto].astype(bool)
+    panels = []
+    for cost, cost_title in costs:
+        cols = [cost, f"{cost}_ci_low", f"{cost}_ci_high"]
+        if not all(c in data for c in cols):
+            continue
+        sub = data[data[cost].notna() & data[gain].notna()]
+        if sub.empty:
+            continue
+        panels.append(_tradeoff_panel(sub, gain, cost, cost_title, pareto))
+    if not panels:
+        names = ", ".join(c for c, _ in costs)
+        raise ValueError(f"tradeoff_scatter(): none of the cost columns ({names}) has values")
+    chart = panels[0] if len(panels) == 1 else alt.hconcat(*panels)
+    return chart.properties(title=alt.TitleParams(
+        title, subtitle="large filled points: on the Pareto front; hollow: dominated"))
+
+
+def dose_response_curves(
+    curves: pd.DataFrame,
+    *,
+    x: str = "strength",
+    estimate: str = "mean",
+    by: str | None = None,
+    title: str = "Dose-response: metric against steering strength (95% CIs)",
+) -> AnyChart:
+    """Metric against steering strength: a line and interval band per method (or per ``by``).
+
+    Columns: model, method, metric, ``x``, ``estimate``, ci_low, ci_high. With ``by`` (e.g.
+    ``"query_id"``), lines are coloured by that column and panels split by method.
+    """
+    needed = ["model", "method", "metric", x, estimate, "ci_low", "ci_high"]
+    data = _check(curves, needed + ([by] if by else []), "dose_response_curves")
+    colour = by or "method"
+    base = alt.Chart().encode(
+        x=alt.X(f"{x}:Q", title="steering strength"),
+        color=alt.Color(f"{colour}:N", legend=alt.Legend(orient="bottom", columns=4)),
+    )
+    band = base.mark_area(opacity=0.15).encode(y=alt.Y("ci_low:Q", title="mean (95% CI)"),
+                                                y2="ci_high:Q")
+    line = base.mark_line(point=True).encode(
+        y=f"{estimate}:Q",
+        tooltip=[c for c in ["model", "method", by, "metric", x, estimate, "ci_low", "ci_high"]
+                 if c],
+    )
+    layered = alt.layer(band, line, data=data).properties(width=260, height=180)
+    column = "method" if by else "model"
+    return (
+        layered.facet(
+            row=alt.Row("metric:N", title=None, header=_HEADER),
+            column=alt.Column(f"{column}:N", title=None),
+        )
+        .resolve_scale(y="independent")
+        .properties(title=title)
+    )
+
+
+def parse_failure_bars(
+    failures: pd.DataFrame,
+    *,
+    rate: str = "rate",
+    title: str = "Share of ratings that could not be parsed",
+) -> AnyChart:
+    """Bars of the unparsed share per model x method, one panel per metric.
+
+    Columns: model, method, metric, ``rate`` (0-1); n_unparsed and n_ratings, if present, go
+    into the tooltip.
+    """
+    data = _check(failures, ["model", "method", "metric", rate], "parse_failure_bars")
+    tooltip = [c for c in ["model", "method", "metric", "n_unparsed", "n_ratings", rate]
+               if c in data]
+    bars = alt.Chart().mark_bar().encode(
+        y=alt.Y("method:N", title=None, scale=_BAND),
+        yOffset=alt.YOffset("model:N"),
+        x=alt.X(f"{rate}:Q", title="unparsed share", axis=alt.Axis(format="%"),
+                scale=alt.Scale(domainMin=0)),
+        color=alt.Color("model:N", legend=alt.Legend(orient="bottom")),
+        tooltip=tooltip,
+    )
+    return (
+        alt.layer(bars, data=data)
+        .properties(width=_PANEL_WIDTH, height=alt.Step(_ROW_HEIGHT))
+        .facet(row=alt.Row("metric:N", title=None, header=_HEADER))
+        .resolve_scale(x="independent")
+        .properties(title=title)
+    )

@@ -1,0 +1,94 @@
+"""Open a local HTML file in headless Chromium and record what it fetched and logged.
+
+Used by the report tests: Debian's chromium and chromium-driver (at /usr/bin), driven through
+selenium; network requests come from Chromium's performance log (DevTools Network events).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+    "--disable-default-apps", "--disable-extensions", "--window-size=1280,900",
+)
+
+
+def ensure_chromium() -> str | None:
+    """None when chromium and chromedriver are usable, else why not (after trying apt-get)."""
+    if Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists():
+        return None
+    if shutil.which("apt-get") is None:
+        return "chromium/chromedriver missing and apt-get is not available to install them"
+    for cmd in (["apt-get", "update", "-qq"],
+                ["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"]):
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=900)
+        if done.returncode != 0:
+            return f"could not install chromium: {' '.join(cmd)} -> {done.stderr.strip()[-300:]}"
+    if Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists():
+        return None
+    return "apt-get ran but /usr/bin/chromium or /usr/bin/chromedriver is still missing"
+
+
+@dataclass
+class PageVisit:
+    """What happened while a page was open."""
+
+    requests: list[str] = field(default_factory=list)
+    console: list[dict[str, object]] = field(default_factory=list)
+    dom: dict[str, object] = field(default_factory=dict)
+
+
+def visit(page: Path, script: str, screenshot: Path | None = None) -> PageVisit:
+    """Load ``page``, run ``script`` (its return value is the visit's ``dom``), then close.
+
+    ``requests`` lists every URL the page's document asked for, other than the page itself;
+    ``console`` holds the browser log entries (console messages and load errors).
+    """
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    profile = tempfile.mkdtemp(prefix="steerstats-chromium-")
+    for flag in (*FLAGS, f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        driver.get("about:blank")
+        driver.get_log("performance")  # drop what the browser did before the page
+        url = page.resolve().as_uri()
+        driver.get(url)
+        dom = driver.execute_script(script)
+        result = PageVisit(dom=dom or {})
+        for entry in driver.get_log("performance"):
+            message = json.loads(entry["message"])["message"]
+            if message["method"] == "Network.requestWillBeSent":
+                requested = message["params"]["request"]["url"]
+                if requested != url:
+                    result.requests.append(requested)
+        result.console = driver.get_log("browser")
+        if screenshot is not None:
+            metrics = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})
+            size = metrics["cssContentSize"]
+            shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
+                "format": "png", "captureBeyondViewport": True,
+                "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"],
+                         "scale": 1},
+            })
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            screenshot.write_bytes(base64.b64decode(shot["data"]))
+        return result
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)

@@ -1,0 +1,97 @@
+"""analyze(): which tables it writes, what it skips and why, and the command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from steerstats.analyze import _arms, analyze
+from steerstats.errors import DataError
+from steerstats.schema import GENERATION_COLUMNS
+from steerstats.stats import example_scores, mixed_model, paired_contrasts, summarize
+from steerstats.tidy import write_results
+
+
+@pytest.fixture(scope="module")
+def scores() -> pd.DataFrame:
+    return example_scores(seed=0, strengths=[0.5, 1.0, 2.0], n_queries=4)
+
+
+def test_tables_are_the_stats_functions_outputs(scores: pd.DataFrame, tmp_path: Path) -> None:
+    tables = analyze((None, scores), n_boot=200, seed=3, out=tmp_path)
+    pd.testing.assert_frame_equal(tables["summary"], summarize(scores, n_boot=200, seed=3))
+    both = pd.concat([paired_contrasts(scores, b, n_boot=200, seed=3)
+                      for b in ("control", "prompt")], ignore_index=True)
+    pd.testing.assert_frame_equal(tables["contrasts"], both)
+    assert set(tables["contrasts"]["baseline"]) == {"control", "prompt"}
+    # The sweep (steer at 3 strengths) gives dose curves: summary rows of the swept arm only.
+    curves = tables["dose_curves"]
+    assert set(curves["method"]) == {"steer"} and sorted(curves["strength"].unique()) == [
+        0.5, 1.0, 2.0]
+    assert tables["skipped"].empty
+    # The mixed model sees each strength of the sweep as its own method level.
+    fit = mixed_model(_arms(scores), "behavior")
+    pd.testing.assert_frame_equal(
+        tables["variance_components"].query("metric == 'behavior'").drop(columns="metric")
+        .reset_index(drop=True), fit.variance_components)
+    assert {"steer @ 0.5", "steer @ 2"} <= set(tables["emm"]["method"])
+    assert set(tables["mixed_contrasts"]["baseline"]) == {"control", "prompt"}
+    rel = tables["reliability"]
+    assert set(rel["metric"]) == {"behavior", "coherence"}  # accuracy is rated once
+    assert rel["method"].isna().any() and set(rel["method"].dropna()) == {"control", "prompt",
+                                                                          "steer"}
+    for name, table in tables.items():
+        csv = pd.read_csv(tmp_path / f"{name}.csv") if len(table.columns) else None
+        records = json.loads((tmp_path / f"{name}.json").read_text())
+        assert len(records) == len(table)
+        if csv is not None:
+            assert list(csv.columns) == list(table.columns)
+
+
+def test_skips_are_reported_with_reasons() -> None:
+    scores = example_scores(seed=1, methods=("steer",), n_queries=3, n_mmlu=0, n_repeats=1)
+    tables = analyze((None, scores), n_boot=100)
+    reasons = dict(zip(tables["skipped"]["analysis"], tables["skipped"]["reason"], strict=True))
+    assert set(reasons) == {"contrasts", "accuracy", "tradeoff", "mixed_model", "reliability",
+                            "dose_curves", "dose_response", "mde"}
+    assert "mixed model did not run" in reasons["mde"]
+    assert "judged once" in reasons["reliability"]
+    assert "two methods" in reasons["mixed_model"]
+    assert "no accuracy metric" in reasons["accuracy"]
+    assert "summary" in tables and "contrasts" not in tables
+
+
+def test_cli_analyze_prints_and_writes(tmp_path: Path) -> None:
+    scores = example_scores(seed=2, n_queries=3, n_topic=2, n_common=2, n_mmlu=4)
+    results = tmp_path / "results"
+    generations = pd.DataFrame({c: pd.Series(dtype=object) for c in GENERATION_COLUMNS})
+    write_results(results, generations, scores, {"source": "example_scores"})
+    done = subprocess.run([sys.executable, "-m", "steerstats", "analyze", str(results),
+                           "--n-boot", "100"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "Paired contrasts" in done.stdout and "Means" in done.stdout
+    assert (results / "analysis" / "tradeoff.json").exists()
+
+
+def test_missing_scores_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="not a results directory"):
+        analyze(tmp_path)
+
+
+def test_a_failing_analysis_is_reported_not_fatal(scores: pd.DataFrame,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from steerstats import stats
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ZeroDivisionError("float division by zero")
+
+    monkeypatch.setattr(stats, "dose_response", broken)
+    tables = analyze((None, scores), n_boot=50)
+    reasons = dict(zip(tables["skipped"]["analysis"], tables["skipped"]["reason"], strict=True))
+    assert reasons == {"dose_response": "failed: ZeroDivisionError: float division by zero"}
+    assert "summary" in tables and "dose_response" not in tables

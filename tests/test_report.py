@@ -1,0 +1,216 @@
+"""The report: the Quarto document's cells, the built-in renderer, and the page in Chromium."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import report_tables
+
+from steerstats.reporting import (
+    ReportData,
+    build_sections,
+    load_report,
+)
+from steerstats.reporting import sections as sec
+from steerstats.reporting.content import Figure, Text
+from steerstats.reporting.sections import SECTIONS
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def results_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A results directory whose analysis tables are already written."""
+    path = tmp_path_factory.mktemp("results")
+    analysis = path / "analysis"
+    analysis.mkdir()
+    for name, table in report_tables.tables().items():
+        table.to_csv(analysis / f"{name}.csv", index=False)
+    (path / "manifest.json").write_text(json.dumps({
+        "steerstats_version": "0.1.0", "created_at": "2026-01-02T03:04:05Z",
+        "experiment_digest": "ab" * 32,
+    }))
+    return path
+
+
+def qmd_cells(path: Path) -> list[tuple[list[str], str]]:
+    """The python cells of a qmd, in order: (option lines, code)."""
+    text = path.read_text(encoding="utf-8")
+    cells = []
+    for body in re.findall(r"^```\{python\}\n(.*?)^```", text, flags=re.S | re.M):
+        options = [ln for ln in body.splitlines() if ln.startswith("#|")]
+        cells.append((options, body))
+    return cells
+
+
+def run_qmd(path: Path, results: Path) -> list[str]:
+    """Run the qmd's cells in one namespace as Quarto would, with ``results`` injected after
+    the parameters cell; return each cell's standard output."""
+    namespace: dict[str, object] = {}
+    outputs = []
+    for options, code in qmd_cells(path):
+        buffer = io.StringIO()
+        with contextlib.redirect_stdout(buffer):
+            exec(compile(code, str(path), "exec"), namespace)  # noqa: S102
+            if any("parameters" in o for o in options):
+                exec(f"results = {str(results)!r}", namespace)  # noqa: S102
+        outputs.append(buffer.getvalue())
+    return outputs
+
+
+def test_qmd_cells_render_every_section(results_dir: Path) -> None:
+    qmd = ROOT / "report" / "index.qmd"
+    cells = qmd_cells(qmd)
+    assert any("parameters" in o for opts, _ in cells for o in opts), "no parameters cell"
+    assert 'results = "results/demo"' in qmd.read_text()  # the demo's results by default
+    outputs = run_qmd(qmd, results_dir)
+    markdown = "".join(outputs)
+    data = load_report(results_dir)
+    expected = build_sections(data)
+    assert len(expected) == len(SECTIONS)
+    for section in expected:
+        heading = f"## {section.title} {{#{section.id}}}"
+        assert markdown.count(heading) == 1, heading
+        # The cells print the same section objects the built-in renderer uses.
+        first = section.blocks[0]
+        assert isinstance(first, Text) and first.markdown in markdown
+    n_figures = sum(isinstance(b, Figure) for s in expected for b in s.blocks)
+    assert markdown.count('<figure class="chart"') == n_figures >= 7
+    assert "<script" not in markdown and "<table" in markdown
+    # Every asis cell's output is balanced raw-HTML fencing (pandoc would otherwise swallow
+    # the rest of the document).
+    for out in outputs:
+        assert out.count("```{=html}") * 2 == out.count("```")
+
+
+def test_text_numbers_come_from_tables(results_dir: Path) -> None:
+    data = load_report(results_dir)
+    contrasts = data.tables["contrasts"]
+    text = sec.contrasts_section(data).blocks[0].markdown  # type: ignore[union-attr]
+    n_sig = int((contrasts["p_holm"] < 0.05).sum())
+    assert f"{n_sig} of {len(contrasts)} contrasts" in text
+    # Changing a table changes the text: nothing is typed in.
+    changed = dict(data.tables)
+    changed["contrasts"] = contrasts.assign(p_holm=1.0)
+    other = sec.contrasts_section(ReportData(changed)).blocks[0]
+    assert f"0 of {len(contrasts)} contrasts" in other.markdown  # type: ignore[union-attr]
+    summary = data.tables["summary"]
+    top = summary[(summary.model == "m-large") & (summary.metric == "behavior")]["mean"].max()
+    means = sec.means_section(data)
+    assert f"{top:.2f}" in "".join(getattr(b, "markdown", "") for b in means.blocks)
+
+
+def test_analysis_is_computed_when_absent_or_stale(tmp_path: Path) -> None:
+    from steerstats.tidy import write_results
+
+    generations, scores = report_tables.tidy()
+    write_results(tmp_path, generations, scores, {"source": "test"})
+    data = load_report(tmp_path, n_boot=50)  # no analysis/ yet: it is run and written
+    assert (tmp_path / "analysis" / "summary.csv").exists() and "summary" in data.tables
+    before = (tmp_path / "analysis" / "summary.csv").stat().st_mtime
+    load_report(tmp_path, n_boot=50)  # up to date: read, not recomputed
+    assert (tmp_path / "analysis" / "summary.csv").stat().st_mtime == before
+    later = before + 10
+    os.utime(tmp_path / "scores.parquet", (later, later))  # the results changed since
+    load_report(tmp_path, n_boot=50)
+    assert (tmp_path / "analysis" / "summary.csv").stat().st_mtime > before
+
+
+def test_missing_analysis_says_why(results_dir: Path) -> None:
+    tables = dict(load_report(results_dir).tables)
+    del tables["reliability"]
+    tables["skipped"] = pd.DataFrame({
+        "analysis": ["reliability"],
+        "reason": ["each response was judged once, so judge agreement cannot be estimated"],
+    })
+    section = sec.reliability_section(ReportData(tables))
+    assert section.blocks[0].markdown.startswith("Not computed: each response was judged once")  # type: ignore[union-attr]
+
+
+@pytest.fixture(scope="module")
+def builtin_page(results_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built-in report, written by the command line."""
+    out = tmp_path_factory.mktemp("rep")
+    done = subprocess.run(
+        [sys.executable, "-m", "steerstats", "report", str(results_dir), "--out", str(out),
+         "--renderer", "builtin"], capture_output=True, text=True, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    page = Path(done.stdout.strip())
+    assert page == out / "index.html" and page.exists()
+    return page
+
+
+def test_cli_builtin_report(builtin_page: Path) -> None:
+    html = builtin_page.read_text()
+    assert "<script" not in html
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
+    assert "<math" in html and html.count("<svg") >= 7
+
+
+def test_quarto_is_called_with_the_results_parameter(results_dir: Path, tmp_path: Path) -> None:
+    """With quarto on PATH, `steerstats report` hands Quarto the qmd and the results folder."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "argv.json"
+    fake = bindir / "quarto"
+    fake.write_text(
+        f"#!{sys.executable}\n"
+        "import json, pathlib, sys\n"
+        f"pathlib.Path({str(log)!r}).write_text(json.dumps(sys.argv[1:]))\n"
+        "out = pathlib.Path(sys.argv[sys.argv.index('--output-dir') + 1]) / 'report'\n"
+        "out.mkdir(parents=True, exist_ok=True)\n"
+        "(out / 'index.html').write_text('<html></html>')\n"
+    )
+    fake.chmod(0o755)
+    env = dict(os.environ, PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    out = tmp_path / "q"
+    done = subprocess.run([sys.executable, "-m", "steerstats", "report", str(results_dir),
+                           "--out", str(out)], capture_output=True, text=True, env=env,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    argv = json.loads(log.read_text())
+    assert argv[0] == "render" and argv[1] == str(ROOT / "report" / "index.qmd")
+    assert argv[argv.index("-P") + 1] == f"results:{results_dir.resolve()}"
+    assert Path(done.stdout.strip()) == out / "report" / "index.html"
+
+
+@pytest.mark.browser
+def test_builtin_report_in_chromium(results_dir: Path, builtin_page: Path) -> None:
+    import browser
+
+    why = browser.ensure_chromium()
+    if why:
+        pytest.skip(why)
+    page = builtin_page
+    data = load_report(results_dir)
+    sections = build_sections(data)
+    charts = [b.name for s in sections for b in s.blocks if isinstance(b, Figure)]
+    visit = browser.visit(page, """
+        return {
+          sections: Array.from(document.querySelectorAll('section')).map(s => s.id),
+          headings: Array.from(document.querySelectorAll('section > h2')).map(h => h.textContent),
+          charts: Array.from(document.querySelectorAll('figure.chart'))
+                    .filter(f => f.querySelector('svg') && f.querySelector('svg')
+                      .getBoundingClientRect().height > 50).map(f => f.dataset.chart),
+          tables: document.querySelectorAll('table.table').length,
+          math: document.querySelectorAll('math').length,
+          scripts: document.querySelectorAll('script').length,
+        };""", screenshot=ARTIFACTS / "report.png")
+    assert visit.requests == [], visit.requests
+    assert visit.console == [], visit.console
+    assert visit.dom["sections"] == [s.id for s in sections]
+    assert visit.dom["headings"] == [s.title for s in sections]
+    assert visit.dom["charts"] == charts and len(charts) >= 7
+    assert visit.dom["tables"] >= 8 and visit.dom["math"] >= 9 and visit.dom["scripts"] == 0
+    assert (ARTIFACTS / "report.png").stat().st_size > 10_000

@@ -1,0 +1,54 @@
+"""The seed-study re-analysis, run on the real published rows (skipped without ../shared)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("STEERSTATS_SHARED", ROOT.parent / "shared"))
+SEED = SHARED / "seed-study" / "results"
+
+pytestmark = pytest.mark.skipif(
+    not SEED.is_dir(),
+    reason=f"the seed study's data is not at {SEED} (set STEERSTATS_SHARED to the shared folder)",
+)
+
+
+def test_seed_study_report(tmp_path: Path) -> None:
+    out = tmp_path / "seed"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "analysis" / "seed_study" / "run.py"), "--shared",
+         str(SHARED), "--out", str(out), "--n-boot", "200"],
+        capture_output=True, text=True, check=False, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    page = Path(done.stdout.strip().splitlines()[-1])
+    assert page == out / "report" / "index.html"
+    html = page.read_text()
+    for anchor in ("data", "published-means", "survive", "widths", "query-variance", "limits",
+                   "mmlu-means", "mmlu-contrasts", "mmlu-power", "open-means", "open-power",
+                   "methods"):
+        assert f'<section id="{anchor}"' in html, anchor
+    assert "<script" not in html
+
+    tests = pd.read_csv(out / "published_tests.csv")
+    # The MMLU snapshot has control, prompt and autosteer: 3 pairs x 3 metrics of the 18
+    # published Llama-3.1-8B tests, 7 of them published as significant
+    # (paper_pairwise_ttests_bonferroni.csv: all but prompt-control accuracy and coherence).
+    assert len(tests) == 9 and int(tests["published_significant"].sum()) == 7
+    row = tests[(tests.metric == "accuracy") & (tests.method == "autosteer")
+                & (tests.baseline == "control")].iloc[0]
+    assert row["published_diff"] == pytest.approx(-0.1787)  # "Control vs Auto Steer", 0.1787
+    # The paired intervals are never narrower than the naive ones by much: pairing can help,
+    # clustering widens.
+    assert (tests["width_ratio"] > 0.8).all() and tests["width_ratio"].median() > 1.2
+    # One judging per response: the report says reliability cannot be estimated.
+    assert "judged once per response" in html
+    means = pd.read_csv(out / "published_means.csv")
+    assert set(means.loc[means["mean"].isna(), "method"]) == {"autosteer+prompt"}

@@ -1,0 +1,24 @@
+"""The Examples sections of the stats modules run as doctests (they use shipped simulated data)."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "steerstats.stats.bootstrap",
+    "steerstats.stats.contrasts",
+    "steerstats.stats.accuracy",
+    "steerstats.stats.tradeoff",
+    "steerstats.stats.examples",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_examples_run(name: str) -> None:
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, verbose=False)
+    assert result.attempted > 0, f"{name} has no examples"
+    assert result.failed == 0
