@@ -505,6 +505,8 @@ def dose_response_section(data: ReportData) -> Section:
                         "query_id"].tolist()
                 line += (f"; anti-steerable: {fmt.count(r['n_anti_steerable'])}"
                          + (f" ({fmt.listing(anti)})" if anti else ""))
+            if pd.notna(r.get("note")) and r.get("note"):
+                line += f" ({r['note']})"
             lines.append(line + ".")
         section.blocks.append(Text("\n".join(lines)))
     if selection is not None:

@@ -13,6 +13,8 @@ from steerstats.stats._data import require_columns, response_level
 
 __all__ = ["DoseResponse", "dose_response"]
 
+_ROUNDOFF = float(np.sqrt(np.finfo(float).eps))
+
 
 @dataclass
 class DoseResponse:
@@ -52,9 +54,16 @@ def _cluster_slopes(resp: pd.DataFrame, keys: list[str], confidence: float) -> p
     with np.errstate(divide="ignore", invalid="ignore"):
         agg["slope"] = agg["sxy"] / agg["sxx"]
     d = d.join(agg["slope"], on=keys)
-    d["score"] = d["xc"] * (d["yc"] - d["slope"] * d["xc"])
+    d["resid"] = d["yc"] - d["slope"] * d["xc"]
+    d["score"] = d["xc"] * d["resid"]
+    d["rr"] = d["resid"] ** 2
     meat = (d.groupby([*keys, "cluster"], sort=True, dropna=False)["score"].sum() ** 2)
     agg["meat"] = meat.groupby(level=list(range(len(keys))), dropna=False).sum()
+    # The meat is at most sxx * rss (Cauchy-Schwarz per prompt). Far below that, the per-prompt
+    # sums cancel exactly (e.g. each MMLU question answered alike at every strength) and what
+    # is left is round-off, which would give a tiny spurious SE: make it the exact zero.
+    rss = d.groupby(keys, sort=True, dropna=False)["rr"].sum()
+    agg.loc[agg["meat"] <= _ROUNDOFF**2 * agg["sxx"] * rss, "meat"] = 0.0
     G, N = agg["n_prompts"].astype(float), agg["n"].astype(float)
     with np.errstate(divide="ignore", invalid="ignore"):
         corr = G / (G - 1) * (N - 1) / (N - 2)
@@ -76,7 +85,10 @@ def _dersimonian_laird(y: np.ndarray, v: np.ndarray, confidence: float) -> dict[
     k = len(y)
     w = 1.0 / v
     q = float(np.sum(w * (y - np.sum(w * y) / w.sum()) ** 2))
-    c = float(w.sum() - np.sum(w**2) / w.sum())
+    # c = sum w - sum w^2 / sum w, written with leave-one-out sums: the plain form cancels to
+    # 0 when one weight dwarfs the rest.
+    others = np.array([np.delete(w, i).sum() for i in range(k)])
+    c = float(np.sum(w * others) / w.sum())
     tau2 = max(0.0, (q - (k - 1)) / c)
     w_re = 1.0 / (v + tau2)
     mean = float(np.sum(w_re * y) / w_re.sum())
@@ -90,11 +102,13 @@ def _dersimonian_laird(y: np.ndarray, v: np.ndarray, confidence: float) -> dict[
 def _spread(slopes: pd.DataFrame, keys: list[str], confidence: float) -> pd.DataFrame:
     """Random-effects summary of per-query slopes (DerSimonian-Laird tau^2, t on k-1 df)."""
     rows = []
-    for key, g in slopes.groupby(keys, sort=True, dropna=False):
-        g = g[np.isfinite(g["slope"]) & np.isfinite(g["se"]) & (g["se"] > 0)]
+    for key, everything in slopes.groupby(keys, sort=True, dropna=False):
+        g = everything[np.isfinite(everything["slope"]) & np.isfinite(everything["se"])
+                       & (everything["se"] > 0)]
         row = dict(zip(keys, key, strict=True))
         k = len(g)
         row["n_queries"] = k
+        row["note"] = _spread_note(everything, k)
         row["sd_slopes"] = float(g["slope"].std(ddof=1)) if k > 1 else np.nan
         if k >= 2:
             row.update(_dersimonian_laird(g["slope"].to_numpy(), g["se"].to_numpy() ** 2,
@@ -106,10 +120,28 @@ def _spread(slopes: pd.DataFrame, keys: list[str], confidence: float) -> pd.Data
         row["n_anti_steerable"] = pd.NA if flags.isna().all() else int(flags.fillna(False).sum())
         rows.append(row)
     cols = [*keys, "n_queries", "mean_slope", "se", "ci_low", "ci_high", "sd_slopes", "tau2",
-            "tau", "i2", "n_anti_steerable"]
+            "tau", "i2", "n_anti_steerable", "note"]
     out = pd.DataFrame(rows, columns=cols)
     out["n_anti_steerable"] = out["n_anti_steerable"].astype("Int64")
     return out
+
+
+def _spread_note(slopes: pd.DataFrame, n_usable: int) -> str:
+    """Why a steerability row has fewer queries than slopes, or no spread at all."""
+    parts = []
+    finite = np.isfinite(slopes["slope"]) & np.isfinite(slopes["se"])
+    no_se = int((finite & (slopes["se"] == 0)).sum())
+    no_slope = int((~finite).sum())
+    if no_se:
+        parts.append(f"{no_se} of {len(slopes)} queries left out: their slope has standard "
+                     "error 0 (e.g. each prompt scored alike at every strength)")
+    if no_slope:
+        parts.append(f"{no_slope} of {len(slopes)} queries left out: no finite slope or "
+                     "standard error (one strength or one prompt)")
+    if n_usable < 2:
+        parts.append(f"{n_usable} usable query slope(s): the between-query spread needs two "
+                     "or more, so it is NaN")
+    return "; ".join(parts)
 
 
 def _t_interval(x: np.ndarray, confidence: float) -> tuple[float, float, float]:
@@ -243,13 +275,16 @@ def dose_response(
 
         ``steerability`` (one row per model, method, metric):
 
-        - ``n_queries``; ``mean_slope``, ``se``, ``ci_low``, ``ci_high``: random-effects mean
-          slope over queries (DerSimonian-Laird, t interval on ``n_queries - 1`` df)
+        - ``n_queries``: queries whose slope has a finite, positive standard error (the
+          others are counted in ``note``); ``mean_slope``, ``se``, ``ci_low``, ``ci_high``:
+          random-effects mean slope over them (DerSimonian-Laird, t interval on
+          ``n_queries - 1`` df; NaN with fewer than two)
         - ``sd_slopes``: standard deviation of the estimated per-query slopes
         - ``tau2``, ``tau``: between-query variance (and SD) of true slopes, i.e. the
           steerability variance after removing estimation noise; ``i2``: its share of the
           total variation
         - ``n_anti_steerable``: queries flagged anti-steerable
+        - ``note``: why queries were left out or the spread is NaN (empty when all were used)
 
         ``selection`` (one row per model, method, [query,] metric in {behaviour, coherence}):
 
@@ -276,8 +311,11 @@ def dose_response(
     OLS with ``cov_type="cluster"`` gives (checked in the tests). The steerability summary
     treats per-query slopes as estimates with known variance and fits a random-effects
     meta-analysis (DerSimonian & Laird 1986, tau^2 truncated at zero, t interval on
-    ``n_queries - 1`` df), so ``tau2`` is the random-slope variance across queries. The
-    prompt split is within each query, seeded.
+    ``n_queries - 1`` df), so ``tau2`` is the random-slope variance across queries. A slope
+    whose standard error is 0 (its per-prompt score sums cancel exactly, as when every
+    prompt's metric is the same at all strengths; a value within round-off of 0 counts as 0)
+    has no sampling variance to weight by, so it is left out of that summary and counted in
+    ``note``. The prompt split is within each query, seeded.
 
     References
     ----------
