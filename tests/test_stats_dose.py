@@ -2,26 +2,32 @@
 
 from __future__ import annotations
 
-import doctest
 import importlib
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.api as sm
 
-from steerstats.stats import dose_response
-from steerstats.stats._simulate import simulate_scores
+from steerstats.stats import dose_response, simulate_crossed
 
 dose_module = importlib.import_module("steerstats.stats.dose")
 
 
-def _sweep(seed: int = 0, **kw: object) -> pd.DataFrame:
-    args: dict[str, object] = dict(n_queries=4, n_prompts=8, methods=("caa",),
-                                   strengths=[0.0, 1.0, 2.0, 4.0], n_repeats=2,
-                                   metrics={"behavior": 0.4, "coherence": -0.3}, seed=seed)
-    args.update(kw)
-    return simulate_scores(**args)  # type: ignore[arg-type]
+def _simulate(means: dict[str, float], metrics: dict[str, float], seed: int,
+              **design: Any) -> pd.DataFrame:
+    """One simulate_crossed table per metric (name: mean slope), effects drawn independently."""
+    rng = np.random.default_rng(seed)
+    return pd.concat([simulate_crossed(means, metric=m, slope=b, seed=rng, **design)
+                      for m, b in metrics.items()], ignore_index=True)
+
+
+def _sweep(seed: int = 0, *, n_queries: int = 4, n_prompts: int = 8,
+           sd_slope: float = 0.3) -> pd.DataFrame:
+    return _simulate({"caa": 3.0}, {"behavior": 0.4, "coherence": -0.3}, seed,
+                     n_queries=n_queries, n_topic=0, n_common=n_prompts, n_repeats=2,
+                     strengths=[0.0, 1.0, 2.0, 4.0], sd_slope=sd_slope)
 
 
 def test_slope_and_cluster_se_match_statsmodels() -> None:
@@ -116,8 +122,8 @@ def test_pooled_selection_and_seeded_split() -> None:
 
 def test_non_sweep_methods_are_ignored_and_errors() -> None:
     sweep = _sweep(seed=4)
-    control = simulate_scores(n_queries=4, n_prompts=8, methods=("control",),
-                              metrics={"behavior": 0.0, "coherence": 0.0}, seed=9)
+    control = _simulate({"control": 3.0}, {"behavior": 0.0, "coherence": 0.0}, 9,
+                        n_queries=4, n_topic=0, n_common=8, n_repeats=1)
     dr = dose_response(pd.concat([sweep, control], ignore_index=True))
     assert set(dr.slopes["method"]) == {"caa"}
     with pytest.raises(ValueError, match="two or more finite strengths"):
@@ -135,10 +141,6 @@ def test_single_prompt_gives_nan_interval_not_an_error() -> None:
     dr = dose_response(one, coherence=None)
     assert dr.slopes["ci_low"].isna().all() and dr.slopes["slope"].notna().all()
 
-
-def test_docstring_examples() -> None:
-    result = doctest.testmod(dose_module, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0
 
 
 def test_tau2_is_truncated_at_zero_when_slopes_agree() -> None:

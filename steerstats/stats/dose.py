@@ -326,32 +326,34 @@ def dose_response(
 
     Examples
     --------
-    >>> from steerstats.stats._simulate import simulate_scores
-    >>> from steerstats.stats import dose_response
-    >>> scores = simulate_scores(n_queries=5, n_prompts=12, methods=("caa",),
-    ...                          strengths=[0.0, 1.0, 2.0, 3.0], sd_slope=0.4,
-    ...                          metrics={"behavior": 0.3, "coherence": -0.4}, seed=4)
+    >>> import numpy as np, pandas as pd
+    >>> from steerstats.stats import dose_response, simulate_crossed
+    >>> rng = np.random.default_rng(4)
+    >>> sweep = dict(n_queries=5, n_topic=0, n_common=12, n_repeats=1, sd_slope=0.4,
+    ...              strengths=[0.0, 1.0, 2.0, 3.0], seed=rng)
+    >>> scores = pd.concat([simulate_crossed({"caa": 3.0}, metric=m, slope=b, **sweep)
+    ...                     for m, b in (("behavior", 0.3), ("coherence", -0.4))])
     >>> dr = dose_response(scores, coherence_threshold=2.5)
     >>> dr.slopes.loc[dr.slopes.metric == "behavior",
     ...               ["query_id", "slope", "ci_low", "ci_high", "anti_steerable"]].round(2)
        query_id  slope  ci_low  ci_high  anti_steerable
-    0  query-00   0.41    0.25     0.58           False
-    1  query-01   0.27    0.16     0.38           False
-    2  query-02   0.87    0.67     1.06           False
-    3  query-03  -0.40   -0.56    -0.24            True
-    4  query-04   0.45    0.18     0.72           False
+    0  query-00   0.41    0.20     0.63           False
+    1  query-01   0.28    0.14     0.42           False
+    2  query-02   0.86    0.61     1.12           False
+    3  query-03  -0.39   -0.60    -0.18            True
+    4  query-04   0.50    0.14     0.86           False
     >>> dr.steerability[["metric", "mean_slope", "ci_low", "ci_high", "tau"]].round(2)
           metric  mean_slope  ci_low  ci_high   tau
-    0   behavior        0.32   -0.23     0.87  0.43
-    1  coherence       -0.52   -0.90    -0.14  0.29
+    0   behavior        0.33   -0.21     0.86  0.42
+    1  coherence       -0.52   -0.91    -0.14  0.28
     >>> sel = dr.selection[dr.selection.metric == "behavior"]
     >>> sel[["query_id", "chosen_strength", "selection_mean", "estimate"]].round(2)
        query_id  chosen_strength  selection_mean  estimate
-    0  query-00              3.0            3.82      4.47
-    2  query-01              0.0            2.80      2.80
-    4  query-02              2.0            5.67      5.50
-    6  query-03              0.0            3.19      3.14
-    8  query-04              2.0            2.79      1.96
+    0  query-00              2.0            3.69      3.80
+    2  query-01              0.0            2.79      2.70
+    4  query-02              3.0            6.99      5.83
+    6  query-03              0.0            3.23      3.13
+    8  query-04              2.0            2.69      1.50
     """
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be between 0 and 1, got {confidence}")
