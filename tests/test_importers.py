@@ -728,9 +728,8 @@ def test_cli_import_seed_study_writes_a_results_directory(
 
     open_csv, mmlu_csv = seed_csvs
     out = tmp_path / "imported"
-    res = CliRunner().invoke(
-        app, ["import", "--seed-open", str(open_csv), "--seed-mmlu", str(mmlu_csv), "--out", str(out)]
-    )
+    res = CliRunner().invoke(app, ["import", "--seed-open", str(open_csv), "--seed-mmlu",
+                                   str(mmlu_csv), "--out", str(out)])
     assert res.exit_code == 0, res.output
     direct = import_seed_study(open_csv, mmlu_csv)
     back = read_results(out)

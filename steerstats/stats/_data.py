@@ -23,7 +23,8 @@ def require_columns(data: pd.DataFrame, columns: Mapping[str, str | None]) -> No
     missing = [(kw, col) for kw, col in columns.items() if col is not None and col not in data]
     if missing:
         parts = [f"column {col!r} not found; pass {kw}=... or rename" for kw, col in missing]
-        raise ValueError("; ".join(parts) + f" (columns present: {', '.join(map(str, data.columns))})")
+        present = ", ".join(map(str, data.columns))
+        raise ValueError("; ".join(parts) + f" (columns present: {present})")
 
 
 def numeric_values(data: pd.DataFrame, value: str) -> pd.Series:
