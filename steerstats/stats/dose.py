@@ -9,7 +9,12 @@ import pandas as pd
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from steerstats.stats._data import require_columns, response_level
+from steerstats.stats._data import (
+    check_confidence,
+    require_columns,
+    require_metric,
+    response_level,
+)
 
 __all__ = ["DoseResponse", "dose_response"]
 
@@ -355,18 +360,15 @@ def dose_response(
     6  query-03              0.0            3.23      3.13
     8  query-04              2.0            2.69      1.50
     """
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be between 0 and 1, got {confidence}")
+    check_confidence(confidence)
     require_columns(scores, {"value": value, "model": model, "method": method,
                              "strength": strength, "query": query, "prompt": prompt,
                              "sample": sample, "metric_column": metric_column})
-    present = list(pd.unique(scores[metric_column].dropna()))
-    if behavior not in present:
-        raise ValueError(f"behavior metric {behavior!r} not found in column {metric_column!r}; "
-                         f"present: {present}; pass behavior=...")
-    if coherence is not None and coherence not in present:
-        raise ValueError(f"coherence metric {coherence!r} not found in column {metric_column!r}; "
-                         f"present: {present}; pass coherence=... or coherence=None")
+    require_metric(scores, behavior, metric_column, role="behavior metric",
+                   fix="pass behavior=...")
+    if coherence is not None:
+        require_metric(scores, coherence, metric_column, role="coherence metric",
+                       fix="pass coherence=... or coherence=None")
     rows = scores[np.isfinite(pd.to_numeric(scores[strength], errors="coerce"))]
     n_str = rows.groupby([model, method])[strength].nunique()
     swept = n_str[n_str >= 2].index

@@ -23,7 +23,12 @@ from statsmodels.stats.multitest import multipletests
 from threadpoolctl import threadpool_limits
 
 from steerstats.errors import PrerequisiteError
-from steerstats.stats._data import require_columns, response_level
+from steerstats.stats._data import (
+    check_confidence,
+    require_columns,
+    require_metric,
+    response_level,
+)
 
 __all__ = ["ConvergenceError", "MixedModelResult", "mixed_model"]
 
@@ -681,18 +686,14 @@ def mixed_model(
         raise ValueError(f"engine must be 'numpy', 'statsmodels' or 'lme4', got {engine!r}")
     if ddf not in ("satterthwaite", "query"):
         raise ValueError(f"ddf must be 'satterthwaite' or 'query', got {ddf!r}")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be between 0 and 1, got {confidence}")
+    check_confidence(confidence)
     require_columns(
         scores,
         {"value": value, "model": model, "method": method, "query": query, "prompt": prompt,
          "sample": sample, "strength": strength, "metric_column": metric_column},
     )
     rows = scores[scores[metric_column] == metric]
-    if rows.empty:
-        present = sorted(map(str, scores[metric_column].dropna().unique()))
-        raise ValueError(
-            f"metric {metric!r} not found in column {metric_column!r}; present: {present}")
+    require_metric(scores, metric, metric_column)
     if strength is not None:
         n_str = rows.groupby([model, method])[strength].nunique(dropna=True)
         several = n_str[n_str > 1]

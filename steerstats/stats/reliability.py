@@ -11,7 +11,7 @@ import krippendorff
 import numpy as np
 import pandas as pd
 
-from steerstats.stats._data import numeric_values, require_columns
+from steerstats.stats._data import numeric_values, require_columns, require_metric
 
 __all__ = ["reliability"]
 
@@ -336,9 +336,7 @@ def reliability(
     else:
         chosen = _as_list(metrics)
         for m in chosen:
-            if m not in present:
-                raise ValueError(
-                    f"metric {m!r} not found in column {metric_column!r}; present: {present}")
+            require_metric(data, m, metric_column)
             if occ_per_metric[m] < 2:
                 raise ValueError(f"metric {m!r} has a single rating occasion; reliability needs "
                                  "judge repeats or several judges")
