@@ -40,21 +40,12 @@ def _display(table: pd.DataFrame, columns: Sequence[Column], caption: str = "") 
     return Table(pd.DataFrame(rows, columns=[h for h, _ in columns]), caption)
 
 
-def _has_strength(row: pd.Series) -> bool:
-    return "strength" in row and pd.notna(row["strength"])
-
-
-def arm(row: pd.Series) -> str:
-    """A method's label, with its steering strength when it has one ("caa @ 4")."""
-    return f"{row['method']} @ {float(row['strength']):g}" if _has_strength(row) else str(
-        row["method"])
-
-
 def _with_arms(table: pd.DataFrame) -> pd.DataFrame:
     """A copy whose ``method`` column carries the strength too, for charts and tables."""
     out = table.copy()
     if "strength" in out and out["strength"].notna().any():
-        out["method"] = [arm(r) for _, r in out.iterrows()]
+        out["method"] = [fmt.arm(m, s) for m, s in zip(out["method"], out["strength"],
+                                                      strict=True)]
     return out
 
 
@@ -101,8 +92,7 @@ def _text(name: str) -> Callable[[pd.Series], str]:
     return lambda r: "" if pd.isna(r[name]) else str(r[name])
 
 
-def _digits(metric: object) -> int:
-    return 3 if str(metric) == "accuracy" else 2
+_digits = fmt.metric_digits
 
 
 # ------------------------------------------------------------------------------------ design
