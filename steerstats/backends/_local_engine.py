@@ -36,6 +36,18 @@ RowSteering = tuple[SteeringVector, float] | None
 
 # Score batches are split so that (rows x kept positions) stays below this many logit rows.
 _SCORE_LOGIT_ROWS = 1024
+_SCORE_BATCH_FACTOR = 4
+# Rows sharing at least this many leading tokens share one prefix forward pass.
+_MIN_SHARED_PREFIX = 8
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 @dataclass(frozen=True)
@@ -137,7 +149,10 @@ class LocalEngine:
 
     def _stop_ids(self) -> set[int]:
         ids: set[int] = set()
-        for source in (self.tokenizer.eos_token_id, getattr(self.model.generation_config, "eos_token_id", None)):
+        for source in (
+            self.tokenizer.eos_token_id,
+            getattr(self.model.generation_config, "eos_token_id", None),
+        ):
             if isinstance(source, int):
                 ids.add(source)
             elif isinstance(source, list | tuple):
@@ -146,7 +161,9 @@ class LocalEngine:
             raise ValueError("the tokenizer and generation config define no end-of-sequence token")
         return ids
 
-    def chat_ids(self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True) -> list[int]:
+    def chat_ids(
+        self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True
+    ) -> list[int]:
         """Token ids of ``messages`` rendered with the model's chat template."""
         text = self.tokenizer.apply_chat_template(
             [dict(m) for m in messages], tokenize=False, add_generation_prompt=add_generation_prompt
@@ -202,14 +219,16 @@ class LocalEngine:
 
     # -- compute (synchronous; the worker thread calls these) ------------------------------------
 
-    def left_pad(self, seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def left_pad(
+        self, seqs: Sequence[Sequence[int]]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         width = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(seqs), width), dtype=torch.long)
         for i, s in enumerate(seqs):
             if len(s):
-                ids[i, width - len(s):] = torch.tensor(list(s), dtype=torch.long)
-                mask[i, width - len(s):] = 1
+                ids[i, width - len(s) :] = torch.tensor(list(s), dtype=torch.long)
+                mask[i, width - len(s) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         return ids, mask, positions
 
@@ -222,7 +241,9 @@ class LocalEngine:
             return DynamicCache()
 
     @staticmethod
-    def _choose(logits: torch.Tensor, rows: Sequence[GenRow], gens: Sequence[torch.Generator | None]) -> list[int]:
+    def _choose(
+        logits: torch.Tensor, rows: Sequence[GenRow], gens: Sequence[torch.Generator | None]
+    ) -> list[int]:
         greedy = logits.argmax(-1).tolist()
         chosen: list[int] = []
         for j, row in enumerate(rows):
@@ -256,8 +277,14 @@ class LocalEngine:
         active = list(range(n))
         cache = self._new_cache()
         with BatchSteering.patch(self.model, [r.steering for r in rows]) as steering:
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                             past_key_values=cache, use_cache=True, logits_to_keep=1)
+            out = self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
             logits = out.logits[:, -1, :]
             next_pos = positions[:, -1] + 1
             while True:
@@ -280,56 +307,125 @@ class LocalEngine:
                     steering.select(index)
                     active = [active[j] for j in keep]
                 mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
-                out = self.model(input_ids=feed[:, None], attention_mask=mask, position_ids=next_pos[:, None],
-                                 past_key_values=cache, use_cache=True)
+                out = self.model(
+                    input_ids=feed[:, None],
+                    attention_mask=mask,
+                    position_ids=next_pos[:, None],
+                    past_key_values=cache,
+                    use_cache=True,
+                )
                 logits = out.logits[:, -1, :]
                 next_pos = next_pos + 1
         seconds = time.perf_counter() - start
         total = sum(len(t) for t in tokens)
         return [
-            GenOutput(tokens[i], finish[i], len(rows[i].prompt), n, seconds, total) for i in range(n)
+            GenOutput(tokens[i], finish[i], len(rows[i].prompt), n, seconds, total)
+            for i in range(n)
         ]
 
     @torch.inference_mode()
     def score_rows(self, rows: Sequence[ScoreRow]) -> list[ScoreOutput]:
-        """Log-probabilities of continuations (and candidate next tokens), in sub-batches."""
-        results: list[ScoreOutput] = []
-        chunk: list[ScoreRow] = []
-        for row in rows:
-            keep = len(row.continuation) + 1
-            widest = max([keep] + [len(r.continuation) + 1 for r in chunk])
-            if chunk and (len(chunk) + 1) * widest > _SCORE_LOGIT_ROWS:
-                results.extend(self._score_chunk(chunk))
-                chunk = []
-            chunk.append(row)
-        if chunk:
-            results.extend(self._score_chunk(chunk))
-        return results
+        """Log-probabilities of continuations (and candidate next tokens).
 
-    def _score_chunk(self, rows: Sequence[ScoreRow]) -> list[ScoreOutput]:
+        Rows with the same steering and a long common start (a judge's rubric, a chat
+        template and system prompt) are grouped: the shared prefix is run once and its KV cache
+        reused by every row of the group, which then runs only its own tail. Groups are split
+        so that rows x kept logit positions stays bounded.
+        """
+        results: list[ScoreOutput | None] = [None] * len(rows)
         for row in rows:
             if len(row.prompt) == 0:
                 raise ValueError("cannot score a continuation of an empty prompt")
-        seqs = [list(r.prompt) + list(r.continuation) for r in rows]
-        ids, mask, positions = self.left_pad(seqs)
-        keep = max(len(r.continuation) for r in rows) + 1
-        with BatchSteering.patch(self.model, [r.steering for r in rows]):
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                             use_cache=False, logits_to_keep=keep)
+        for group, prefix in self._prefix_groups(rows):
+            chunk: list[int] = []
+            for i in group:
+                widest = max(len(rows[j].continuation) + 1 for j in [*chunk, i])
+                if chunk and (len(chunk) + 1) * widest > _SCORE_LOGIT_ROWS:
+                    self._score_chunk(rows, chunk, prefix, results)
+                    chunk = []
+                chunk.append(i)
+            if chunk:
+                self._score_chunk(rows, chunk, prefix, results)
+        return [r for r in results if r is not None]
+
+    @staticmethod
+    def _steering_key(row: ScoreRow) -> tuple[str, float] | None:
+        if row.steering is None or float(row.steering[1]) == 0.0:
+            return None
+        return (row.steering[0].digest or str(id(row.steering[0])), float(row.steering[1]))
+
+    def _prefix_groups(self, rows: Sequence[ScoreRow]) -> list[tuple[list[int], int]]:
+        """Row indices grouped by steering and common start, with the shared prefix length.
+
+        The prefix stops before the first position whose logits any row of the group needs
+        (the last prompt token), so every needed logit comes from the rows' own tails.
+        """
+
+        def sort_key(i: int) -> tuple[str, float, tuple[int, ...]]:
+            key = self._steering_key(rows[i]) or ("", 0.0)
+            return (key[0], key[1], tuple(rows[i].prompt))
+
+        order = sorted(range(len(rows)), key=sort_key)
+        groups: list[tuple[list[int], int]] = []
+        for i in order:
+            usable = len(rows[i].prompt) - 1
+            if groups:
+                members, prefix = groups[-1]
+                last = rows[members[-1]]
+                same_steering = self._steering_key(last) == self._steering_key(rows[i])
+                common = _common_prefix(last.prompt, rows[i].prompt)
+                shared = min(prefix, common, usable)
+                if same_steering and shared >= _MIN_SHARED_PREFIX:
+                    members.append(i)
+                    groups[-1] = (members, shared)
+                    continue
+            groups.append(([i], usable))
+        # A group of one shares nothing: run it whole.
+        return [(m, p if len(m) > 1 else 0) for m, p in groups]
+
+    def _score_chunk(
+        self,
+        rows: Sequence[ScoreRow],
+        chunk: Sequence[int],
+        prefix: int,
+        results: list[ScoreOutput | None],
+    ) -> None:
+        members = [rows[i] for i in chunk]
+        seqs = [list(r.prompt)[prefix:] + list(r.continuation) for r in members]
+        ids, mask, _ = self.left_pad(seqs)
+        keep = max(len(r.continuation) for r in members) + 1
+        cache = None
+        if prefix:  # one pass over the shared start (the group shares its steering too)
+            cache = self._new_cache()
+            head = torch.tensor([list(members[0].prompt)[:prefix]], dtype=torch.long)
+            with BatchSteering.patch(self.model, [members[0].steering]):
+                self.model(input_ids=head, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            cache.batch_repeat_interleave(len(members))
+            mask = torch.cat([mask.new_ones((len(members), prefix)), mask], dim=1)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, prefix:]
+        with BatchSteering.patch(self.model, [r.steering for r in members]):
+            out = self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=cache is not None,
+                logits_to_keep=keep,
+            )
         logits = out.logits.float()
-        results = []
-        for i, row in enumerate(rows):
+        for k, row in enumerate(members):
             n = len(row.continuation)
-            logp = torch.log_softmax(logits[i], dim=-1)  # (keep, vocab); row k predicts token k+1
+            logp = torch.log_softmax(logits[k], dim=-1)  # (keep, vocab); row k predicts token k+1
             token_lp: list[float] = []
             if n:
                 target = torch.tensor(list(row.continuation), dtype=torch.long)
-                token_lp = logp[keep - 1 - n: keep - 1].gather(-1, target[:, None]).squeeze(-1).tolist()
+                token_lp = (
+                    logp[keep - 1 - n : keep - 1].gather(-1, target[:, None]).squeeze(-1).tolist()
+                )
             cand = None
             if row.candidates is not None:
                 cand = logp[keep - 1, torch.tensor(list(row.candidates), dtype=torch.long)].tolist()
-            results.append(ScoreOutput(token_lp, cand))
-        return results
+            results[chunk[k]] = ScoreOutput(token_lp, cand)
 
     # -- worker ------------------------------------------------------------------------------
 
@@ -353,7 +449,9 @@ class LocalEngine:
         with self._cond:
             self._stopping = False
             if self._thread is None:
-                self._thread = threading.Thread(target=self._work, name="steerstats-local", daemon=True)
+                self._thread = threading.Thread(
+                    target=self._work, name="steerstats-local", daemon=True
+                )
                 self._thread.start()
             self._pending.append(_Job(kind, payload, loop, future))
             self._cond.notify_all()
@@ -367,7 +465,11 @@ class LocalEngine:
                     return None
                 self._cond.wait()
             kind = self._pending[0].kind
-            limit = 1 if kind == "call" else self.max_batch_size
+            # Scoring takes bigger batches: more rows share each prompt prefix, and the
+            # logit budget in score_rows bounds the memory.
+            limit = {"call": 1, "score": _SCORE_BATCH_FACTOR * self.max_batch_size}.get(
+                kind, self.max_batch_size
+            )
             deadline = time.monotonic() + self.batch_wait_s
             while limit > 1:
                 same = sum(1 for j in self._pending if j.kind == kind)

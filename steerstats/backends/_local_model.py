@@ -76,7 +76,7 @@ def resolve_source(model: str, path: str | None = None) -> ModelSource:
             return ModelSource("gguf", packaged_gguf(), PACKAGED_MODEL)
         raise ConfigError(
             f"local backend: model {model!r} is neither the packaged model "
-            f"({PACKAGED_MODEL!r}) nor an existing path; set `model = \"{PACKAGED_MODEL}\"`, or "
+            f'({PACKAGED_MODEL!r}) nor an existing path; set `model = "{PACKAGED_MODEL}"`, or '
             "set the backend option `path` to a local Hugging Face model directory or a .gguf file"
         )
     p = Path(where).expanduser().resolve()
@@ -115,7 +115,10 @@ def fingerprint(source: ModelSource) -> str:
         return _file_sha256(source.path)[:24]
     h = hashlib.sha256()
     for f in sorted(source.path.iterdir()):
-        if f.suffix in {".json", ".safetensors", ".bin", ".model", ".jinja", ".txt"} and f.is_file():
+        if (
+            f.suffix in {".json", ".safetensors", ".bin", ".model", ".jinja", ".txt"}
+            and f.is_file()
+        ):
             h.update(f.name.encode())
             h.update(_file_sha256(f).encode())
     return h.hexdigest()[:24]
@@ -130,7 +133,11 @@ def _quiet_transformers() -> None:
 
 def converted_dir(source: ModelSource, cache_dir: Path) -> Path:
     """Where the safetensors conversion of a GGUF file lives in the cache."""
-    return cache_dir / "models" / f"{source.path.stem}-{fingerprint(source)[:16]}-v{CONVERSION_VERSION}"
+    return (
+        cache_dir
+        / "models"
+        / f"{source.path.stem}-{fingerprint(source)[:16]}-v{CONVERSION_VERSION}"
+    )
 
 
 def ensure_converted(source: ModelSource, cache_dir: Path) -> Path:
@@ -148,8 +155,11 @@ def ensure_converted(source: ModelSource, cache_dir: Path) -> Path:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         _quiet_transformers()
-        logger.warning("steerstats: converting %s to safetensors in %s (once; about a minute)",
-                       source.path.name, target)
+        logger.warning(
+            "steerstats: converting %s to safetensors in %s (once; about a minute)",
+            source.path.name,
+            target,
+        )
         folder, name = str(source.path.parent), source.path.name
         previous = os.environ.get("TQDM_DISABLE")
         os.environ["TQDM_DISABLE"] = "1"  # the GGUF reader's own progress bar
@@ -166,14 +176,17 @@ def ensure_converted(source: ModelSource, cache_dir: Path) -> Path:
         # De-quantised weights are plain float32; drop the GGUF marker so they can be saved.
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
-        model.hf_quantizer = None
-        model.is_quantized = False
+        setattr(model, "hf_quantizer", None)  # noqa: B010 (mypy sees a Module attribute)
+        setattr(model, "is_quantized", False)  # noqa: B010
         tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
         try:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
-            info = {"source": str(source.path), "fingerprint": fingerprint(source),
-                    "conversion_version": CONVERSION_VERSION}
+            info = {
+                "source": str(source.path),
+                "fingerprint": fingerprint(source),
+                "conversion_version": CONVERSION_VERSION,
+            }
             (tmp / "steerstats-conversion.json").write_text(json.dumps(info, indent=2))
             if target.exists():
                 shutil.rmtree(target)
@@ -193,10 +206,14 @@ def load_model(source: ModelSource, cache_dir: Path, dtype: str = "float32") -> 
     _quiet_transformers()
     torch_dtype = getattr(torch, dtype, None)
     if not isinstance(torch_dtype, torch.dtype):
-        raise ConfigError(f"local backend: dtype {dtype!r} is not a torch dtype; use float32 or bfloat16")
+        raise ConfigError(
+            f"local backend: dtype {dtype!r} is not a torch dtype; use float32 or bfloat16"
+        )
     folder = ensure_converted(source, cache_dir) if source.kind == "gguf" else source.path
     tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch_dtype, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(folder), dtype=torch_dtype, local_files_only=True
+    )
     model.eval()
     return model, tokenizer
 

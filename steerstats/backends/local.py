@@ -13,9 +13,11 @@ Options (``[backends.<name>.options]`` in the experiment file):
 
 - ``path``: a GGUF file or a Hugging Face model directory (default: the packaged model);
 - ``dtype``: torch dtype of the weights, ``"float32"`` (default) or ``"bfloat16"``;
-- ``cache_dir``: where converted weights and CAA vectors live (default: ``$STEERSTATS_CACHE_DIR``
-  or ``./cache``);
-- ``max_batch_size`` (default 8), ``batch_wait_s`` (default 0.005): batching;
+- ``cache_dir``: where converted GGUF weights (``models/``) live, shared by experiments on this
+  machine (default: ``$STEERSTATS_CACHE_DIR`` or ``./cache``); CAA vectors go to the
+  experiment's cache directory (``caa_vectors/``) when a method passes it, else here too;
+- ``max_batch_size`` (default 16; backends sharing a model use the largest given),
+  ``batch_wait_s`` (default 0.005): batching;
 - ``threads``: torch intra-op threads (default: torch's choice).
 
 Only ``path`` and ``dtype`` change answers, so only they (and a digest of the weights) enter
@@ -33,7 +35,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from steerstats.backends._registry import backend
 from steerstats.backends.base import Backend, GenerationRequest, GenerationResult, Message, Steering
@@ -42,6 +44,7 @@ from steerstats.errors import ConfigError, pip_dependency_error
 if TYPE_CHECKING:
     from steerstats.backends._local_engine import LocalEngine, RowSteering
     from steerstats.backends._local_model import ModelSource
+    from steerstats.backends.steering import SteeringVector
 
 ANSWER_OPTIONS = ("path", "dtype")
 RUN_OPTIONS = ("cache_dir", "max_batch_size", "batch_wait_s", "threads")
@@ -78,15 +81,31 @@ def _require_local_dependencies() -> None:
         except ImportError:
             missing.append(module)
     if missing:
-        raise pip_dependency_error("the local backend", missing + ["gguf", "accelerate"], extra="local")
+        raise pip_dependency_error(
+            "the local backend", missing + ["gguf", "accelerate"], extra="local"
+        )
+
+
+# Directories searched for CAA vectors by digest, by every local backend in this process.
+# Vectors are content-addressed (the digest covers the weights), so a wider search is harmless;
+# a judge's backend thus finds vectors that a method stored in the experiment's cache.
+_vector_dirs: list[Path] = []
+_vector_dirs_lock = threading.Lock()
+
+
+def _register_vector_dir(directory: Path) -> None:
+    with _vector_dirs_lock:
+        if directory not in _vector_dirs:
+            _vector_dirs.append(directory)
 
 
 _engines_lock = threading.Lock()
 _engines: dict[tuple[str, str, str], LocalEngine] = {}
 
 
-def _shared_engine(source: ModelSource, cache_dir: Path, dtype: str, max_batch_size: int,
-                   batch_wait_s: float) -> LocalEngine:
+def _shared_engine(
+    source: ModelSource, cache_dir: Path, dtype: str, max_batch_size: int, batch_wait_s: float
+) -> LocalEngine:
     from steerstats.backends._local_engine import LocalEngine
     from steerstats.backends._local_model import fingerprint, shared_model
 
@@ -94,9 +113,18 @@ def _shared_engine(source: ModelSource, cache_dir: Path, dtype: str, max_batch_s
     with _engines_lock:
         if key not in _engines:
             model, tokenizer = shared_model(source, cache_dir, dtype)
-            _engines[key] = LocalEngine(model, tokenizer, fingerprint=fingerprint(source),
-                                        max_batch_size=max_batch_size, batch_wait_s=batch_wait_s)
-        return _engines[key]
+            _engines[key] = LocalEngine(
+                model,
+                tokenizer,
+                fingerprint=fingerprint(source),
+                max_batch_size=max_batch_size,
+                batch_wait_s=batch_wait_s,
+            )
+        engine = _engines[key]
+        # Backends sharing the model (the steered model, its judges) share batches: the
+        # largest batch size any of them asked for applies.
+        engine.max_batch_size = max(engine.max_batch_size, max_batch_size)
+        return engine
 
 
 @backend("local")
@@ -120,9 +148,11 @@ class LocalBackend(Backend):
         _require_local_dependencies()
         self.cache_dir = Path(self.options.get("cache_dir") or default_cache_dir())
         self.vector_dir = self.cache_dir / "caa_vectors"
-        self.max_batch_size = int(self.options.get("max_batch_size", 8))
+        self.max_batch_size = int(self.options.get("max_batch_size", 16))
         if self.max_batch_size < 1:
-            raise ConfigError(f"local backend: max_batch_size must be >= 1, got {self.max_batch_size}")
+            raise ConfigError(
+                f"local backend: max_batch_size must be >= 1, got {self.max_batch_size}"
+            )
         self.batch_wait_s = float(self.options.get("batch_wait_s", 0.005))
         self.dtype = str(self.options.get("dtype", "float32"))
         self._engine = engine
@@ -149,18 +179,25 @@ class LocalBackend(Backend):
 
     def _source(self) -> ModelSource:
         if self.source is None:
-            raise RuntimeError("this local backend was built from an in-memory engine and has no source")
+            raise RuntimeError(
+                "this local backend was built from an in-memory engine and has no source"
+            )
         return self.source
 
     def identity(self) -> dict[str, Any]:
         """Backend name, model, answer-changing options and the weights' digest."""
         options = {k: self.options[k] for k in ANSWER_OPTIONS if k in self.options}
-        return {"backend": self.name, "model": self.model, "options": options,
-                "weights": self.weights_digest()}
+        return {
+            "backend": self.name,
+            "model": self.model,
+            "options": options,
+            "weights": self.weights_digest(),
+        }
 
     def max_concurrency(self) -> int:
-        """Enough requests in flight to fill two batches (one running, one gathering)."""
-        return 2 * self.max_batch_size
+        """Enough requests in flight to fill two batches (one running, one gathering); score
+        batches take up to four times ``max_batch_size`` rows."""
+        return 8 * self.max_batch_size
 
     async def engine(self) -> LocalEngine:
         """The shared engine, loading (and on first use converting) the model off the event loop."""
@@ -168,8 +205,12 @@ class LocalBackend(Backend):
             # Concurrent first calls all land on the same shared engine (a threading lock
             # inside _shared_engine loads the model once).
             engine = await asyncio.to_thread(
-                _shared_engine, self._source(), self.cache_dir, self.dtype,
-                self.max_batch_size, self.batch_wait_s,
+                _shared_engine,
+                self._source(),
+                self.cache_dir,
+                self.dtype,
+                self.max_batch_size,
+                self.batch_wait_s,
             )
             self._engine = engine
         if not self._acquired:
@@ -185,6 +226,30 @@ class LocalBackend(Backend):
 
     # -- steering ------------------------------------------------------------------------------
 
+    def vector_dirs(self) -> list[Path]:
+        """Where vectors are looked up: this backend's ``caa_vectors`` and registered ones."""
+        with _vector_dirs_lock:
+            return [self.vector_dir, *(d for d in _vector_dirs if d != self.vector_dir)]
+
+    def add_vector_dir(self, cache_dir: str) -> None:
+        """Also look for CAA vectors in ``<cache_dir>/caa_vectors`` (an experiment's cache).
+
+        Synchronous and call-free, so methods may use it in dry runs too."""
+        _register_vector_dir(Path(cache_dir) / "caa_vectors")
+
+    def has_caa_vector(self, digest: str) -> bool:
+        """Whether the vector ``digest`` is in memory or in a known directory (no model load)."""
+        if self._engine is not None and digest in self._engine.vectors:
+            return True
+        return any((d / f"{digest}.safetensors").is_file() for d in self.vector_dirs())
+
+    def _find_vector(self, engine: LocalEngine, digest: str) -> SteeringVector | None:
+        for directory in self.vector_dirs():
+            vector = engine.find_vector(digest, directory)
+            if vector is not None:
+                return vector
+        return None
+
     def _steering_row(self, engine: LocalEngine, steering: Steering | None) -> RowSteering:
         if steering is None:
             return None
@@ -196,15 +261,19 @@ class LocalBackend(Backend):
         spec = dict(steering.spec)
         missing = [k for k in ("vector", "coefficient") if k not in spec]
         if missing:
-            raise ConfigError(f"caa steering spec lacks {', '.join(missing)}; got keys {sorted(spec)}")
+            raise ConfigError(
+                f"caa steering spec lacks {', '.join(missing)}; got keys {sorted(spec)}"
+            )
         coefficient = float(spec["coefficient"])
         if coefficient == 0.0:
             return None
-        vector = engine.find_vector(str(spec["vector"]), self.vector_dir)
+        vector = self._find_vector(engine, str(spec["vector"]))
         if vector is None:
+            where = ", ".join(str(d) for d in self.vector_dirs())
             raise ConfigError(
-                f"CAA vector {spec['vector']} is not in memory or in {self.vector_dir}; vectors are "
-                "built by the caa method when it resolves, so re-run collect with the same cache_dir"
+                f"CAA vector {spec['vector']} is not in memory or in {where}; vectors "
+                "are built by the caa method when it resolves, so re-run collect with the same "
+                "cache_dir"
             )
         if "layer" in spec and int(spec["layer"]) != vector.layer:
             raise ConfigError(
@@ -273,7 +342,9 @@ class LocalBackend(Backend):
         for cand in candidates:
             spelled = engine.single_token_ids(cand)
             if not spelled:
-                raise ConfigError(f"candidate {cand!r} is not a single token of this model's tokenizer")
+                raise ConfigError(
+                    f"candidate {cand!r} is not a single token of this model's tokenizer"
+                )
             ids.extend(spelled)
             owner.extend([cand] * len(spelled))
         prompt = engine.chat_ids(messages) + (engine.text_ids(prefix) if prefix else [])
@@ -297,8 +368,11 @@ class LocalBackend(Backend):
         cont = engine.text_ids(continuation)
         if not cont:
             return TokenLoss(0.0, 0)
-        row = ScoreRow(prompt=engine.chat_ids(messages), continuation=cont,
-                       steering=self._steering_row(engine, steering))
+        row = ScoreRow(
+            prompt=engine.chat_ids(messages),
+            continuation=cont,
+            steering=self._steering_row(engine, steering),
+        )
         out = await engine.submit("score", row)
         return TokenLoss(-float(sum(out.token_logprobs)), len(cont))
 
@@ -308,19 +382,28 @@ class LocalBackend(Backend):
         neutral_system: str,
         prompts: Sequence[str],
         layer: int | None = None,
-        position: str = "response",
-        max_tokens: int = 48,
+        position: Literal["response", "last_prompt"] = "last_prompt",
+        max_tokens: int = 32,
+        cache_dir: str | None = None,
     ) -> dict[str, Any]:
         """Build (or find) the CAA vector for these contrastive prompts; return its digest,
-        layer and norms. ``layer`` None picks 40% of the depth."""
+        layer and norms. ``layer`` None picks the middle decoder block. The vector is stored
+        as ``<cache_dir>/caa_vectors/<digest>.safetensors`` (default: the backend's cache_dir)."""
         from steerstats.backends._caa import CAASpec, build_caa_vector
 
         engine = await self.engine()
         if layer is None:
-            layer = round(0.4 * engine.n_layers)
-        spec = CAASpec(positive_system, neutral_system, tuple(prompts), int(layer),
-                       position, int(max_tokens))  # type: ignore[arg-type]
+            layer = engine.n_layers // 2
+        spec = CAASpec(
+            positive_system, neutral_system, tuple(prompts), int(layer), position, int(max_tokens)
+        )
         digest = spec.digest(self.identity())
-        vector = await engine.call(lambda: build_caa_vector(engine, spec, digest, self.vector_dir))
-        return {"digest": vector.digest, "layer": vector.layer,
-                "typical_norm": vector.meta.get("typical_norm"), "raw_norm": vector.meta.get("raw_norm")}
+        directory = Path(cache_dir) / "caa_vectors" if cache_dir is not None else self.vector_dir
+        _register_vector_dir(directory)
+        vector = await engine.call(lambda: build_caa_vector(engine, spec, digest, directory))
+        return {
+            "digest": vector.digest,
+            "layer": vector.layer,
+            "typical_norm": vector.meta.get("typical_norm"),
+            "raw_norm": vector.meta.get("raw_norm"),
+        }

@@ -50,7 +50,9 @@ def decoder_layers(model: nn.Module) -> Sequence[nn.Module]:
 def _check_layer(model: nn.Module, layer: int) -> nn.Module:
     layers = decoder_layers(model)
     if not 0 <= layer < len(layers):
-        raise ValueError(f"steering layer {layer} is out of range: the model has layers 0..{len(layers) - 1}")
+        raise ValueError(
+            f"steering layer {layer} is out of range: the model has layers 0..{len(layers) - 1}"
+        )
     return layers[layer]
 
 
@@ -92,7 +94,11 @@ class SteeringVector:
         """Write the vector as safetensors, with layer, digest and meta in the header."""
         from safetensors.torch import save_file
 
-        header = {"layer": str(self.layer), "digest": self.digest, "meta": json.dumps(dict(self.meta))}
+        header = {
+            "layer": str(self.layer),
+            "digest": self.digest,
+            "meta": json.dumps(dict(self.meta)),
+        }
         save_file({"vector": self.vector.detach().cpu().contiguous()}, str(path), metadata=header)
 
 
@@ -173,7 +179,11 @@ class BatchSteering:
     def register(self) -> None:
         layers = decoder_layers(self.model)
         for layer in self._per_layer:
-            self._handles.append(layers[layer].register_forward_hook(self._hook(layer)))
+            # First in line, so hooks that read the block's output (transformers' own
+            # output_hidden_states capture, record_layer_outputs) see the steered state.
+            self._handles.append(
+                layers[layer].register_forward_hook(self._hook(layer), prepend=True)
+            )
 
     def remove(self) -> None:
         for handle in self._handles:

@@ -1,4 +1,11 @@
 """Imports the built-in method modules so their decorators register them."""
 
-from steerstats.methods import control, prompt  # noqa: F401
-from steerstats.methods import agentic, autosteer, autosteer_prompt, features  # noqa: F401
+from steerstats.methods import (  # noqa: F401
+    agentic,
+    autosteer,
+    autosteer_prompt,
+    caa,
+    control,
+    features,
+    prompt,
+)
