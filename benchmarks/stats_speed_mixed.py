@@ -31,18 +31,17 @@ from pathlib import Path
 
 import numpy as np
 
-from steerstats.stats import mixed_model
-from steerstats.stats._simulate import simulate_scores
+from steerstats.stats import mixed_model, simulate_crossed
 
 GOAL_S, GOAL_MB = 30.0, 2048.0
 
 
 def make_scores(seed: int = 0):  # type: ignore[no-untyped-def]
-    scores = simulate_scores(
-        n_queries=14, n_prompts=171, models=("llama-8b", "llama-70b"),
-        methods=("control", "prompt", "autosteer", "autosteer+prompt", "agentic"),
-        n_repeats=3, discrete=True, method_effects={"prompt": 0.3, "autosteer": 0.4},
-        seed=seed,
+    scores = simulate_crossed(
+        {"control": 3.0, "prompt": 3.3, "autosteer": 3.4, "autosteer+prompt": 3.0, "agentic": 3.0},
+        n_queries=14, n_topic=0, n_common=171, n_repeats=3,
+        model={"llama-8b": 0.0, "llama-70b": 0.0}, sd_query=0.5, sd_prompt=0.3,
+        sd_query_method=0.3, sd_response=0.6, sd_repeat=0.4, discrete=True, seed=seed,
     )
     rng = np.random.default_rng(seed)
     scores.loc[rng.random(len(scores)) < 0.01, "value"] = np.nan

@@ -80,7 +80,8 @@ class Registry(Generic[T]):
             valid = ", ".join(self.names())
             raise ConfigError(
                 f"unknown {self.kind} {name!r}; valid {self.kind}s are: {valid} "
-                f"(plug-ins register as 'package/name' in the '{ENTRY_POINT_GROUP}' entry-point group)"
+                f"(plug-ins register as 'package/name' in the '{ENTRY_POINT_GROUP}' "
+                "entry-point group)"
             ) from None
 
     def create(self, name: str, /, **kwargs: Any) -> T:
@@ -117,4 +118,5 @@ def check_kwargs(factory: Callable[..., Any], kwargs: dict[str, Any], what: str)
         and n not in kwargs
     ]
     if missing:
-        raise ConfigError(f"{what} is missing required parameter(s) {', '.join(map(repr, missing))}")
+        raise ConfigError(
+            f"{what} is missing required parameter(s) {', '.join(map(repr, missing))}")

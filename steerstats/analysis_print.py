@@ -12,12 +12,10 @@ __all__ = ["print_tables"]
 
 
 def _arm(row: pd.Series) -> str:
-    strength = row.get("strength")
-    return f"{row['method']} @ {float(strength):g}" if pd.notna(strength) else str(row["method"])
+    return fmt.arm(row["method"], row.get("strength"))
 
 
-def _digits(metric: object) -> int:
-    return 3 if str(metric) == "accuracy" else 2
+_digits = fmt.metric_digits
 
 
 def print_tables(tables: dict[str, pd.DataFrame], console: Console | None = None) -> None:

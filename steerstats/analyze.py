@@ -149,7 +149,7 @@ def analyze(
         lambda: sweep,
         None if sweep is not None else "no method was run at more than one strength",
     )
-    run("dose_response", lambda: _dose(scores, tables),
+    run("dose_response", lambda: _dose(scores, tables, "coherence" in metrics),
         None if sweep is not None and "behavior" in metrics else
         "no method was run at more than one strength on the behavior metric")
     vc = tables.get("variance_components")
@@ -222,11 +222,12 @@ def _reliability(
     return pd.concat([overall, per_method], ignore_index=True)
 
 
-def _dose(scores: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> None:
-    """Fill dose_response (slopes), steerability and dose_selection."""
+def _dose(scores: pd.DataFrame, tables: dict[str, pd.DataFrame], has_coherence: bool) -> None:
+    """Fill dose_response (slopes), steerability and dose_selection; without a coherence
+    metric the strength is chosen on behaviour alone."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        result = stats.dose_response(scores)
+        result = stats.dose_response(scores, coherence="coherence" if has_coherence else None)
     tables["steerability"] = result.steerability
     tables["dose_selection"] = result.selection
     tables["dose_response"] = result.slopes

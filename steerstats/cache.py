@@ -3,7 +3,9 @@
 A key is the SHA-256 of the canonical JSON of everything that determines an answer (DESIGN.md).
 Three kinds of entry live under one directory:
 
-- results (``r/<key>``): a finished generation or judgement, written the moment it finishes;
+- results (``r/<key>``): a finished generation or judgement, written the moment it finishes
+  (:meth:`Cache.aput` groups the results that finish together into one transaction, committed
+  by a writer thread, and returns only once its record is on disk);
 - resolutions (``m/<digest>``): memoised method resolutions (Auto Steer edits, feature searches),
   implementing :class:`steerstats.methods.base.ResolutionCache`;
 - failures (``failures/``, a store of their own so a success can clear one cheaply): the last
@@ -20,7 +22,9 @@ import hashlib
 import json
 import math
 import os
+import queue
 import re
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -174,6 +178,7 @@ class Cache:
         self._locks: dict[str, asyncio.Lock] = {}
         self._failed: set[str] | None = None  # keys with a failure record, loaded on first use
         self.resolutions = ResolutionLedger()
+        self._writer: _Writer | None = None
 
     # results ---------------------------------------------------------------------------------
     def get(self, key: str) -> dict[str, Any] | None:
@@ -186,14 +191,18 @@ class Cache:
 
     def put(self, key: str, record: Mapping[str, Any]) -> None:
         """Store a finished record (JSON-able) and clear any failure recorded for ``key``."""
-        try:
-            text = json.dumps(record, ensure_ascii=False, allow_nan=False)
-        except (TypeError, ValueError):  # NaN, tuples of objects, numpy scalars...
-            text = json.dumps(_jsonable(record), ensure_ascii=False, allow_nan=False)
-        self._dc.set(_RESULT + key, text)
-        if key in self._failed_keys():
-            self._fail.delete(key)
-            self._failed.discard(key)  # type: ignore[union-attr]
+        self._dc.set(_RESULT + key, _record_text(record))
+        self.clear_failure(key)
+
+    async def aput(self, key: str, record: Mapping[str, Any]) -> None:
+        """:meth:`put` from inside an event loop: returns once the record is committed.
+
+        Results that finish while the writer thread is committing are written together in the
+        next transaction, so the per-write cost of SQLite is shared and stays off the loop."""
+        if self._writer is None:
+            self._writer = _Writer(self._dc)
+        await self._writer.write(_RESULT + key, _record_text(record))
+        self.clear_failure(key)
 
     def results(self) -> Iterator[dict[str, Any]]:
         """Every finished record (generations and judgements), in no particular order."""
@@ -315,6 +324,9 @@ class Cache:
 
     # housekeeping ----------------------------------------------------------------------------
     def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
         self._dc.close()
         self._fail.close()
 
@@ -323,6 +335,87 @@ class Cache:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _record_text(record: Mapping[str, Any]) -> str:
+    try:
+        return json.dumps(record, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):  # NaN, tuples of objects, numpy scalars...
+        return json.dumps(_jsonable(record), ensure_ascii=False, allow_nan=False)
+
+
+_Pending = tuple[str, str, asyncio.AbstractEventLoop, "asyncio.Future[None]"]
+_BATCH = 512  # most results per transaction
+
+
+class _Writer:
+    """A thread committing queued results to ``dc``, as many per transaction as are waiting;
+    each writer's future is resolved (on its own loop) after the commit that holds it."""
+
+    def __init__(self, dc: diskcache.Cache) -> None:
+        self._dc = dc
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="steerstats-cache-writer",
+                                        daemon=True)
+        self._thread.start()
+
+    async def write(self, key: str, text: str) -> None:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._queue.put((key, text, loop, fut))
+        await fut
+
+    def close(self) -> None:
+        """Commit what is queued, then stop the thread."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                first = self._queue.get()
+                if first is None:
+                    return
+                batch = [first]
+                stop = False
+                while len(batch) < _BATCH:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        stop = True
+                        break
+                    batch.append(item)
+                error: BaseException | None = None
+                try:
+                    with self._dc.transact(retry=True):
+                        for key, text, _, _ in batch:
+                            self._dc.set(key, text)
+                except BaseException as exc:  # handed to every waiting writer
+                    error = exc
+                by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+                for _, _, loop, fut in batch:
+                    by_loop.setdefault(loop, []).append(fut)
+                for loop, futs in by_loop.items():
+                    try:
+                        loop.call_soon_threadsafe(_settle, futs, error)
+                    except RuntimeError:  # that loop has closed: nobody is waiting
+                        pass
+                if stop:
+                    return
+        finally:
+            self._dc.close()  # this thread's SQLite connection
+
+
+def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for fut in futures:
+        if fut.cancelled():
+            continue
+        if error is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(error)
 
 
 def _jsonable(obj: Any) -> Any:

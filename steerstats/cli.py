@@ -1,11 +1,23 @@
-"""The `steerstats` command: parses arguments and calls the library; no logic of its own."""
+"""The `steerstats` command: parses arguments and calls the library; no logic of its own.
+
+Commands appear in ``--help`` in the order of a study: init, collect, status, export (the
+collection side), import (results made elsewhere), analyze, report, power. Terminal output of
+the longer ones lives in ``collect_print`` and ``analysis_print``; libraries are imported inside
+each command so that ``--help`` stays fast.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from steerstats import __version__
 from steerstats.errors import SteerstatsError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 app = typer.Typer(
     help="Measure what steering a language model buys (behaviour) and costs (coherence, "
@@ -14,19 +26,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"steerstats {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Print the version and exit."),
-) -> None:
-    """steerstats: collect steered generations, judge them, analyse and report."""
+_Config = Annotated[Path, typer.Argument(help="Experiment TOML file.")]
+_LimitQ = Annotated[int | None, typer.Option(
+    "--limit-queries", min=1, help="Pilot: only the first N steering queries.")]
+_LimitP = Annotated[int | None, typer.Option(
+    "--limit-prompts", min=1, help="Pilot: only the first M prompts of each prompt set per query.")]
+_Results = Annotated[str, typer.Argument(
+    help="A results directory (generations/scores tables).")]
 
 
 def main() -> None:
@@ -38,93 +44,165 @@ def main() -> None:
         raise SystemExit(2) from None
 
 
-@app.command()
-def report(
-    results: str = typer.Argument(..., help="A results directory (generations/scores tables)."),
-    out: str | None = typer.Option(None, "--out", help="Output folder (default: RESULTS/report)."),
-    renderer: str = typer.Option(
-        "auto", "--renderer",
-        help="auto: Quarto when installed, else built in; quarto; builtin (one HTML file).",
-    ),
-) -> None:
-    """Render the report of a results directory and print the HTML file's path."""
-    from steerstats.errors import pip_dependency_error
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"steerstats {__version__}")
+        raise typer.Exit()
 
-    if renderer not in ("auto", "quarto", "builtin"):
-        raise typer.BadParameter("choose auto, quarto or builtin", param_hint="--renderer")
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """steerstats: collect steered generations, judge them, analyse and report."""
+
+
+# ----------------------------------------------------------------------------- collection
+
+
+@app.command()
+def init(
+    path: Annotated[Path, typer.Argument(help="Experiment file to write, e.g. my.toml.")],
+    preset: Annotated[str, typer.Option(
+        "--preset", "-p", help="Shipped preset to start from (an unknown name lists them).")
+    ] = "demo",
+    force: Annotated[bool, typer.Option("--force", help="Overwrite PATH if it exists.")] = False,
+) -> None:
+    """Write a commented experiment file from a shipped preset.
+
+    Presets are the files in steerstats/presets/*.toml.
+    """
+    from steerstats.config import init_experiment
+
+    out = init_experiment(path, preset, force=force)
+    typer.echo(f"wrote {out} (preset {preset!r}); edit it, then run: "
+               f"steerstats collect {out} --dry-run")
+
+
+@app.command()
+def collect(
+    config: _Config,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Make no calls: print plan size, calls, tokens and est. cost.")
+    ] = False,
+    limit_queries: _LimitQ = None,
+    limit_prompts: _LimitP = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Collect generations and judge scores into the cache.
+
+    Safe to interrupt (Ctrl-C, even kill -9) and re-run: finished results are kept and never
+    requested again. The budget in the experiment file covers the whole experiment.
+    """
+    from steerstats import collect as col
+    from steerstats.collect_print import console, print_estimate, print_summary
+    from steerstats.config import load_config
+
+    cfg = load_config(config)
+    out = console()
+    if dry_run:
+        print_estimate(out, col.estimate(cfg, limit_queries=limit_queries,
+                                         limit_prompts=limit_prompts))
+        return
+    err = console(stderr=True)
     try:
-        from steerstats.reporting import write_report
-    except ImportError as exc:
-        raise pip_dependency_error("steerstats report", [str(exc.name)], "report") from None
-    typer.echo(str(write_report(results, out, renderer=renderer)))  # type: ignore[arg-type]
+        summary = col.collect(cfg, limit_queries=limit_queries, limit_prompts=limit_prompts,
+                              progress=not quiet, console=err)
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]: finished results are saved; re-run to continue")
+        raise typer.Exit(130) from None
+    print_summary(out, summary)
+    if not summary.complete:
+        raise typer.Exit(1)
 
 
 @app.command()
-def analyze(
-    results: str = typer.Argument(..., help="A results directory (generations/scores tables)."),
-    out: str | None = typer.Option(None, "--out",
-                                   help="Where to write the tables (default: RESULTS/analysis)."),
-    n_boot: int = typer.Option(2000, "--n-boot", help="Bootstrap replicates."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the bootstraps."),
+def status(
+    config: _Config,
+    limit_queries: _LimitQ = None,
+    limit_prompts: _LimitP = None,
+    errors: Annotated[int, typer.Option("--errors", help="How many recorded errors to show.")] = 5,
 ) -> None:
-    """Run every statistic that applies, write each table (CSV + JSON), print the main ones."""
-    from pathlib import Path
+    """Done, failed and pending tasks and spend per model x method.
 
-    from steerstats.analyze import analyze_results
-    from steerstats.analysis_print import print_tables
+    Counted per stage (generate, judge); the first --errors recorded failures are shown.
+    """
+    from steerstats import collect as col
+    from steerstats.collect_print import console, print_status
+    from steerstats.config import load_config
 
-    target = Path(out) if out is not None else Path(results) / "analysis"
-    tables = analyze_results(results, out=target, n_boot=n_boot, seed=seed)
-    print_tables(tables)
-    typer.echo(f"wrote {len(tables)} tables to {target}")
+    rep = col.status(load_config(config), limit_queries=limit_queries, limit_prompts=limit_prompts)
+    print_status(console(), rep, f"status of {config}", errors)
 
 
-def _pairs(items: list[str], option: str) -> dict[str, str]:
-    """Parse repeated ``NAME=VALUE`` options into a dict, naming the option on a bad item."""
-    out = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip() or not value.strip():
-            raise typer.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint=option)
-        out[name.strip()] = value.strip()
-    return out
+@app.command()
+def export(
+    config: _Config,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Results directory to write.")],
+    fmt: Annotated[str, typer.Option("--format", help="parquet (default) or csv.")] = "parquet",
+    limit_queries: _LimitQ = None,
+    limit_prompts: _LimitP = None,
+) -> None:
+    """Write the tidy tables and their manifest to a results directory.
+
+    Also copies the experiment file. generations and scores follow steerstats.schema; failed
+    and pending tasks are rows too (error / reason set), so nothing silently disappears.
+    """
+    from steerstats.config import load_config
+    from steerstats.tidy import export as do_export
+
+    if fmt not in ("parquet", "csv"):
+        raise typer.BadParameter("must be parquet or csv", param_hint="--format")
+    path = do_export(load_config(config), out, fmt,  # type: ignore[arg-type]
+                     limit_queries=limit_queries, limit_prompts=limit_prompts)
+    typer.echo(f"wrote {path}/ (generations, scores, manifest.json, experiment.toml)")
+
+
+# ----------------------------------------------------------------------------- analysis
 
 
 @app.command("import")
 def import_(
-    table: str | None = typer.Argument(
-        None, help="A CSV/TSV/Parquet file of generations (and scores) made elsewhere."),
-    out: str = typer.Option(..., "--out", help="Results directory to write."),
-    map_: list[str] = typer.Option(
-        [], "--map", help="TIDY=SOURCE column mapping, e.g. --map response=output "
-        "--map method=system (repeatable); columns already named as in the tidy tables need none."),
-    default: list[str] = typer.Option(
-        [], "--default", help="COLUMN=VALUE for a column the table lacks, e.g. --default "
-        "model=my-model (repeatable)."),
-    score: list[str] = typer.Option(
-        [], "--score", help="A wide score column to melt into the scores table (metric = its "
-        "name), e.g. --score behavior --score coherence (repeatable)."),
-    rater: str = typer.Option("imported", "--rater", help="Rater label where there is no rater "
-                              "column (TABLE) or the seed study's judge."),
-    seed_open: str | None = typer.Option(
-        None, "--seed-open", help="The seed study's open-prompt results CSV."),
-    seed_mmlu: str | None = typer.Option(
-        None, "--seed-mmlu", help="The seed study's MMLU results CSV."),
-    design: str | None = typer.Option(
-        None, "--design", help="The seed study's design/ folder (queries, prompts, answer keys); "
-        "default: the copies shipped with steerstats."),
-    model: str = typer.Option("Llama-3.1-8B", "--model", help="Model label for the seed study."),
-    extra_query: list[str] = typer.Option(
-        [], "--extra-query", help="Import this seed-study query although the design lacks it."),
-    keep_unmatched: bool = typer.Option(
-        False, "--keep-unmatched", help="Keep rows that match no shipped query/prompt, under ids "
-        "derived from their text (they are listed in unmatched.csv either way)."),
-    fmt: str = typer.Option("parquet", "--format", help="parquet or csv."),
+    out: Annotated[str, typer.Option("--out", help="Results directory to write.")],
+    table: Annotated[str | None, typer.Argument(
+        help="A CSV/TSV/Parquet file of generations (and scores) made elsewhere.")] = None,
+    map_: Annotated[list[str] | None, typer.Option(
+        "--map", help="TIDY=SOURCE column mapping, e.g. --map response=output --map "
+        "method=system (repeatable); columns already named as in the tidy tables need none.")
+    ] = None,
+    default: Annotated[list[str] | None, typer.Option(
+        "--default", help="COLUMN=VALUE for a column the table lacks, e.g. --default "
+        "model=my-model (repeatable).")] = None,
+    score: Annotated[list[str] | None, typer.Option(
+        "--score", help="A wide score column to melt into the scores table (metric = its "
+        "name), e.g. --score behavior --score coherence (repeatable).")] = None,
+    rater: Annotated[str, typer.Option(
+        "--rater", help="Rater label where there is no rater column (TABLE) or the seed "
+        "study's judge.")] = "imported",
+    seed_open: Annotated[str | None, typer.Option(
+        "--seed-open", help="The seed study's open-prompt results CSV.")] = None,
+    seed_mmlu: Annotated[str | None, typer.Option(
+        "--seed-mmlu", help="The seed study's MMLU results CSV.")] = None,
+    design: Annotated[str | None, typer.Option(
+        "--design", help="The seed study's design/ folder (queries, prompts, answer keys); "
+        "default: the copies shipped with steerstats.")] = None,
+    model: Annotated[str, typer.Option(
+        "--model", help="Model label for the seed study.")] = "Llama-3.1-8B",
+    extra_query: Annotated[list[str] | None, typer.Option(
+        "--extra-query", help="Import this seed-study query although the design lacks it.")
+    ] = None,
+    keep_unmatched: Annotated[bool, typer.Option(
+        "--keep-unmatched", help="Keep rows that match no shipped query/prompt, under ids "
+        "derived from their text (they are listed in unmatched.csv either way).")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
 ) -> None:
-    """Turn results made elsewhere into a results directory that analyze and report read.
+    """Turn results made elsewhere into a results directory.
 
-    Either TABLE with a column mapping, or the seed study's CSVs (--seed-open / --seed-mmlu).
-    Rows that cannot be placed are written to unmatched.csv and counted, never dropped silently.
+    Either TABLE with a column mapping, or the seed study's CSVs (--seed-open / --seed-mmlu);
+    analyze and report read the directory it writes. Rows that cannot be placed are written to
+    unmatched.csv and counted, never dropped silently.
     """
     from steerstats.importers import import_seed_study, import_table
 
@@ -136,7 +214,7 @@ def import_(
     else:
         result = import_seed_study(seed_open, seed_mmlu, model=model,
                                    rater="gpt-4o-mini" if rater == "imported" else rater,
-                                   design_dir=design, extra_queries=extra_query,
+                                   design_dir=design, extra_queries=extra_query or [],
                                    keep_unmatched=keep_unmatched)
     path = result.write(out, fmt=fmt)
     typer.echo(f"imported {len(result.generations)} responses and {len(result.scores)} scores "
@@ -144,74 +222,29 @@ def import_(
                + (f" (see {path / 'unmatched.csv'})" if result.n_unmatched else ""))
 
 
-# Commands of the collection side (init, collect, status, export) register on `app` on import.
-from steerstats import _collect_cli  # noqa: E402,F401
-
-
-@app.command("power")
-def power_command(
-    var_query: float | None = typer.Option(None, "--var-query", help="Query variance."),
-    var_prompt: float | None = typer.Option(None, "--var-prompt", help="Prompt variance."),
-    var_query_method: float | None = typer.Option(None, "--var-query-method",
-                                                  help="Query x method variance."),
-    var_residual: float | None = typer.Option(None, "--var-residual",
-                                              help="Residual (per-response) variance."),
-    from_csv: str | None = typer.Option(
-        None, "--from", help="variance_components CSV (columns group, variance), e.g. written "
-        "by `steerstats analyze`; replaces the --var-* options."),
-    queries: list[int] = typer.Option(..., "--queries", help="Queries; repeat for several."),
-    prompts: list[int] = typer.Option(..., "--prompts", help="Prompts per query; repeatable."),
-    repeats: list[int] = typer.Option([1], "--repeats",
-                                      help="Responses per query x prompt x method; repeatable."),
-    effect: list[float] = typer.Option([], "--effect",
-                                       help="True method difference; repeatable."),
-    mde_: bool = typer.Option(False, "--mde", help="Report the minimum detectable effect "
-                              "at --power instead of the power at --effect."),
-    target_power: float = typer.Option(0.8, "--power", help="Target power for --mde."),
-    alpha: float = typer.Option(0.05, "--alpha", help="Two-sided significance level."),
-    n_sims: int = typer.Option(10_000, "--n-sims", help="Simulated studies per design."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the simulation."),
+@app.command()
+def analyze(
+    results: _Results,
+    out: Annotated[str | None, typer.Option(
+        "--out", help="Where to write the tables (default: RESULTS/analysis).")] = None,
+    n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap replicates.")] = 2000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstraps.")] = 0,
 ) -> None:
-    """Power (or minimum detectable effect) of a paired method contrast for a design."""
-    import pandas as pd
+    """Run every statistic that applies and write each table.
 
-    from steerstats.stats.power import mde, power
+    Tables are written as CSV and JSON; the main ones are printed.
+    """
+    from steerstats.analysis_print import print_tables
+    from steerstats.analyze import analyze_results
 
-    given = {"query": var_query, "prompt": var_prompt, "query:method": var_query_method,
-             "residual": var_residual}
-    if from_csv is not None:
-        if any(v is not None for v in given.values()):
-            raise typer.BadParameter("give either --from or the --var-* options, not both",
-                                     param_hint="--from")
-        try:
-            components: pd.DataFrame | dict[str, float] = pd.read_csv(from_csv)
-        except (OSError, ValueError) as exc:
-            raise typer.BadParameter(f"cannot read {from_csv}: {exc}", param_hint="--from") from None
-    else:
-        missing = [f"--var-{k.replace(':', '-')}" for k, v in given.items() if v is None]
-        if missing:
-            raise typer.BadParameter(f"missing {', '.join(missing)} (or pass --from CSV)",
-                                     param_hint="--var-*")
-        components = {k: float(v) for k, v in given.items() if v is not None}
-    if mde_ == bool(effect):
-        raise typer.BadParameter("give --effect (power of that effect) or --mde, one of them",
-                                 param_hint="--effect/--mde")
-    try:
-        if mde_:
-            table = mde(components, queries, prompts, repeats, power=target_power, alpha=alpha,
-                        n_sims=n_sims, seed=seed)
-        else:
-            table = power(components, queries, prompts, repeats, effect, alpha=alpha,
-                          n_sims=n_sims, seed=seed)
-    except (TypeError, ValueError) as exc:
-        raise typer.BadParameter(str(exc)) from None
-    typer.echo(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    target = Path(out) if out is not None else Path(results) / "analysis"
+    tables = analyze_results(results, out=target, n_boot=n_boot, seed=seed)
+    print_tables(tables)
+    typer.echo(f"wrote {len(tables)} tables to {target}")
 
 
 @app.command()
-def summary(
-    results: str = typer.Argument(..., help="A results directory (generations/scores tables)."),
-) -> None:
+def summary(results: _Results) -> None:
     """Each metric's mean and n per model x method x strength (no inference: see analyze)."""
     import pandas as pd
 
@@ -221,3 +254,114 @@ def summary(
     table = summary_table(read_results(results).scores)
     with pd.option_context("display.max_rows", None, "display.width", 120):
         typer.echo(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+
+
+@app.command()
+def report(
+    results: _Results,
+    out: Annotated[str | None, typer.Option(
+        "--out", help="Output folder (default: RESULTS/report).")] = None,
+    renderer: Annotated[str, typer.Option(
+        "--renderer",
+        help="auto: Quarto when installed, else built in; quarto; builtin (one HTML file).",
+    )] = "auto",
+) -> None:
+    """Render the report of a results directory and print its path."""
+    from steerstats.errors import pip_dependency_error
+
+    if renderer not in ("auto", "quarto", "builtin"):
+        raise typer.BadParameter("choose auto, quarto or builtin", param_hint="--renderer")
+    try:
+        from steerstats.reporting import write_report
+    except ImportError as exc:
+        raise pip_dependency_error("steerstats report", [str(exc.name)], "report") from None
+    typer.echo(str(write_report(results, out, renderer=renderer)))  # type: ignore[arg-type]
+
+
+@app.command("power")
+def power_command(
+    queries: Annotated[list[int], typer.Option(
+        "--queries", help="Queries; repeat for several.")],
+    prompts: Annotated[list[int], typer.Option(
+        "--prompts", help="Prompts per query; repeatable.")],
+    var_query: Annotated[float | None, typer.Option(
+        "--var-query", help="Query variance.")] = None,
+    var_prompt: Annotated[float | None, typer.Option(
+        "--var-prompt", help="Prompt variance.")] = None,
+    var_query_method: Annotated[float | None, typer.Option(
+        "--var-query-method", help="Query x method variance.")] = None,
+    var_residual: Annotated[float | None, typer.Option(
+        "--var-residual", help="Residual (per-response) variance.")] = None,
+    from_csv: Annotated[str | None, typer.Option(
+        "--from", help="variance_components CSV (columns group, variance), e.g. written by "
+        "`steerstats analyze`; replaces the --var-* options.")] = None,
+    repeats: Annotated[list[int] | None, typer.Option(
+        "--repeats", help="Responses per query x prompt x method; repeatable (default 1).")
+    ] = None,
+    effect: Annotated[list[float] | None, typer.Option(
+        "--effect", help="True method difference; repeatable.")] = None,
+    mde_: Annotated[bool, typer.Option(
+        "--mde", help="Report the minimum detectable effect at --power instead of the power "
+        "at --effect.")] = False,
+    target_power: Annotated[float, typer.Option(
+        "--power", help="Target power for --mde.")] = 0.8,
+    alpha: Annotated[float, typer.Option("--alpha", help="Two-sided significance level.")] = 0.05,
+    n_sims: Annotated[int, typer.Option(
+        "--n-sims", help="Simulated studies per design.")] = 10_000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the simulation.")] = 0,
+) -> None:
+    """Power (or minimum detectable effect) of a paired method contrast."""
+    from steerstats.stats.power import mde, power
+
+    components = _variance_components(from_csv, {
+        "query": var_query, "prompt": var_prompt, "query:method": var_query_method,
+        "residual": var_residual})
+    if mde_ == bool(effect):
+        raise typer.BadParameter("give --effect (power of that effect) or --mde, one of them",
+                                 param_hint="--effect/--mde")
+    try:
+        if mde_:
+            table = mde(components, queries, prompts, repeats or [1], power=target_power,
+                        alpha=alpha, n_sims=n_sims, seed=seed)
+        else:
+            table = power(components, queries, prompts, repeats or [1], effect or [],
+                          alpha=alpha, n_sims=n_sims, seed=seed)
+    except (TypeError, ValueError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+    typer.echo(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+
+
+# ----------------------------------------------------------------------------- option parsing
+
+
+def _pairs(items: list[str] | None, option: str) -> dict[str, str]:
+    """Parse repeated ``NAME=VALUE`` options into a dict, naming the option on a bad item."""
+    out = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise typer.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint=option)
+        out[name.strip()] = value.strip()
+    return out
+
+
+def _variance_components(
+    from_csv: str | None, given: dict[str, float | None]
+) -> pd.DataFrame | dict[str, float]:
+    """The variance components of ``power``: a CSV (--from) or all four --var-* options."""
+    import pandas as pd
+
+    if from_csv is not None:
+        if any(v is not None for v in given.values()):
+            raise typer.BadParameter("give either --from or the --var-* options, not both",
+                                     param_hint="--from")
+        try:
+            return pd.read_csv(from_csv)
+        except (OSError, ValueError) as exc:
+            raise typer.BadParameter(f"cannot read {from_csv}: {exc}",
+                                     param_hint="--from") from None
+    missing = [f"--var-{k.replace(':', '-')}" for k, v in given.items() if v is None]
+    if missing:
+        raise typer.BadParameter(f"missing {', '.join(missing)} (or pass --from CSV)",
+                                 param_hint="--var-*")
+    return {k: float(v) for k, v in given.items() if v is not None}

@@ -8,7 +8,8 @@ class SteerstatsError(Exception):
 
 
 class ConfigError(SteerstatsError, ValueError):
-    """The experiment file is invalid: the message names the file, the field and what was expected."""
+    """The experiment file is invalid: the message names the file, the field and what was
+    expected."""
 
 
 class PrerequisiteError(SteerstatsError):

@@ -61,6 +61,20 @@ def pval(p: object) -> str:
     return "< 0.001" if v < 0.001 else f"{v:.3f}"
 
 
+def metric_digits(metric: object) -> int:
+    """Decimals for a metric's values: 3 for accuracy (a proportion), 2 for 1-5 ratings."""
+    return 3 if str(metric) == "accuracy" else 2
+
+
+def arm(method: object, strength: object = None) -> str:
+    """A method's label, with its steering strength when it has one ("caa @ 4")."""
+    try:
+        s = float(strength)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return str(method)
+    return str(method) if math.isnan(s) else f"{method} @ {s:g}"
+
+
 def listing(items: Iterable[object]) -> str:
     """Items joined as "a, b and c"."""
     words = [str(i) for i in items]

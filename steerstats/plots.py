@@ -8,6 +8,7 @@ intervals, p-values and Pareto flags come from the table; the builders only arra
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import altair as alt
 import pandas as pd
@@ -31,6 +32,36 @@ _ROW_HEIGHT = 16
 _BAND = alt.Scale(type="band", paddingInner=0.2)
 _HEADER = alt.Header(labelOrient="top", labelAnchor="start", labelFontWeight="bold",
                      labelFontSize=12)
+
+
+def _model_colour(legend: bool = True) -> alt.Color:
+    """Models by colour, with the legend below the chart (or none)."""
+    return alt.Color("model:N", legend=alt.Legend(orient="bottom") if legend else None)
+
+
+def _zero(axis: str) -> alt.Chart:
+    """A dashed reference line at 0 across ``axis`` ("x" or "y")."""
+    return alt.Chart().mark_rule(color="#888", strokeDash=[3, 3]).encode(**{axis: alt.datum(0)})
+
+
+def _ci_rule(base: alt.Chart, title: str, scale: alt.Scale | None = None) -> alt.Chart:
+    """The ci_low-ci_high interval of each row as a horizontal rule."""
+    x = alt.X("ci_low:Q", title=title, scale=alt.Undefined if scale is None else scale)
+    return base.mark_rule().encode(x=x, x2="ci_high:Q")
+
+
+def _metric_rows(
+    layers: Sequence[alt.Chart], data: pd.DataFrame, title: str | alt.TitleParams,
+    **resolve: Literal["independent", "shared"],
+) -> AnyChart:
+    """``layers`` drawn from ``data`` in one panel per metric, stacked, a row per category."""
+    return (
+        alt.layer(*layers, data=data)
+        .properties(width=_PANEL_WIDTH, height=alt.Step(_ROW_HEIGHT))
+        .facet(row=alt.Row("metric:N", title=None, header=_HEADER))
+        .resolve_scale(**resolve)
+        .properties(title=title)
+    )
 
 
 def _check(table: pd.DataFrame, columns: Sequence[str], builder: str) -> pd.DataFrame:
@@ -64,23 +95,14 @@ def means_forest(
     base = alt.Chart().encode(
         y=alt.Y("method:N", title=None, scale=_BAND),
         yOffset=alt.YOffset("model:N"),
-        color=alt.Color("model:N", legend=alt.Legend(orient="bottom")),
+        color=_model_colour(),
     )
-    rules = base.mark_rule().encode(
-        x=alt.X("ci_low:Q", title="mean (95% CI)", scale=alt.Scale(zero=False)),
-        x2="ci_high:Q",
-    )
+    rules = _ci_rule(base, "mean (95% CI)", alt.Scale(zero=False))
     points = base.mark_point(filled=True, size=50).encode(
         x=f"{estimate}:Q",
         tooltip=["model", "method", "metric", estimate, "ci_low", "ci_high"],
     )
-    return (
-        alt.layer(rules, points, data=data)
-        .properties(width=_PANEL_WIDTH, height=alt.Step(_ROW_HEIGHT))
-        .facet(row=alt.Row("metric:N", title=None, header=_HEADER))
-        .resolve_scale(x="independent", y="independent")
-        .properties(title=title)
-    )
+    return _metric_rows([rules, points], data, title, x="independent", y="independent")
 
 
 def contrasts_forest(
@@ -110,29 +132,22 @@ def contrasts_forest(
     base = alt.Chart().encode(
         y=alt.Y("comparison:N", title=None, scale=_BAND),
         yOffset=alt.YOffset("model:N"),
-        color=alt.Color("model:N", legend=alt.Legend(orient="bottom")),
+        color=_model_colour(),
     )
-    zero = alt.Chart().mark_rule(color="#888", strokeDash=[3, 3]).encode(x=alt.datum(0))
-    rules = base.mark_rule().encode(
-        x=alt.X("ci_low:Q", title="difference (95% CI)"), x2="ci_high:Q"
-    )
+    rules = _ci_rule(base, "difference (95% CI)")
     points = base.mark_point(size=60, strokeWidth=2).encode(
         x=f"{estimate}:Q",
-        fill=alt.condition("datum.significant", alt.Color("model:N", legend=None),
+        fill=alt.condition("datum.significant", _model_colour(legend=False),
                             alt.value("white")),
         tooltip=["model", "metric", "comparison", estimate, "ci_low", "ci_high", p_adjusted],
     )
     labels = base.mark_text(align="left", dx=6, fontSize=9, color="#333").encode(
         x="ci_high:Q", text="holm:N"
     )
-    return (
-        alt.layer(zero, rules, points, labels, data=data)
-        .properties(width=_PANEL_WIDTH, height=alt.Step(_ROW_HEIGHT))
-        .facet(row=alt.Row("metric:N", title=None, header=_HEADER))
-        .resolve_scale(x="independent", y="independent")
-        .properties(title=alt.TitleParams(
-            title, subtitle=f"filled: Holm-adjusted p < {alpha}; hollow: not"))
-    )
+    subtitle = f"filled: Holm-adjusted p < {alpha}; hollow: not"
+    return _metric_rows([_zero("x"), rules, points, labels], data,
+                        alt.TitleParams(title, subtitle=subtitle), x="independent",
+                        y="independent")
 
 
 def variance_components_bars(
@@ -152,16 +167,10 @@ def variance_components_bars(
         "tooltip": [c for c in ["model", "metric", "group", variance] if c in data],
     }
     if "model" in data:
-        encode["color"] = alt.Color("model:N", legend=alt.Legend(orient="bottom"))
+        encode["color"] = _model_colour()
         encode["yOffset"] = alt.YOffset("model:N")
     bars = alt.Chart().mark_bar().encode(**encode)  # type: ignore[arg-type]
-    return (
-        alt.layer(bars, data=data)
-        .properties(width=_PANEL_WIDTH, height=alt.Step(_ROW_HEIGHT))
-        .facet(row=alt.Row("metric:N", title=None, header=_HEADER))
-        .resolve_scale(x="independent")
-        .properties(title=title)
-    )
+    return _metric_rows([bars], data, title, x="independent")
 
 
 def reliability_forest(
@@ -184,30 +193,19 @@ def reliability_forest(
         enc["color"] = alt.Color(f"{colour}:N", legend=alt.Legend(orient="bottom"))
         enc["yOffset"] = alt.YOffset(f"{colour}:N")
     base = alt.Chart().encode(**enc)  # type: ignore[arg-type]
-    rules = base.mark_rule().encode(
-        x=alt.X("ci_low:Q", title="estimate (95% CI)", scale=alt.Scale(domain=[-0.2, 1])),
-        x2="ci_high:Q",
-    )
+    rules = _ci_rule(base, "estimate (95% CI)", alt.Scale(domain=[-0.2, 1]))
     points = base.mark_point(filled=True, size=50).encode(
         x=f"{estimate}:Q",
         tooltip=[c for c in ["metric", "method", "statistic", estimate, "ci_low", "ci_high"]
                  if c in data],
     )
-    return (
-        alt.layer(rules, points, data=data)
-        .properties(width=_PANEL_WIDTH, height=alt.Step(_ROW_HEIGHT))
-        .facet(row=alt.Row("metric:N", title=None, header=_HEADER))
-        .resolve_scale(y="independent")
-        .properties(title=title)
-    )
+    return _metric_rows([rules, points], data, title, y="independent")
 
 
 def _tradeoff_panel(
     data: pd.DataFrame, gain: str, cost: str, cost_title: str, pareto: str
 ) -> AnyChart:
-    base = alt.Chart(data).encode(
-        color=alt.Color("model:N", legend=alt.Legend(orient="bottom")),
-    )
+    base = alt.Chart(data).encode(color=_model_colour())
     xerr = base.mark_rule(opacity=0.6).encode(
         x=alt.X(f"{cost}_ci_low:Q", title=cost_title), x2=f"{cost}_ci_high:Q",
         y=alt.Y(f"{gain}:Q", title="behaviour gain"),
@@ -219,7 +217,7 @@ def _tradeoff_panel(
         x=f"{cost}:Q",
         y=f"{gain}:Q",
         size=alt.condition(f"datum['{pareto}']", alt.value(140), alt.value(50)),
-        fill=alt.condition(f"datum['{pareto}']", alt.Color("model:N", legend=None),
+        fill=alt.condition(f"datum['{pareto}']", _model_colour(legend=False),
                             alt.value("white")),
         tooltip=["model", "method", gain, f"{gain}_ci_low", f"{gain}_ci_high", cost,
                  f"{cost}_ci_low", f"{cost}_ci_high", pareto],
@@ -227,9 +225,7 @@ def _tradeoff_panel(
     labels = base.mark_text(align="left", dx=8, dy=-6, fontSize=10).encode(
         x=f"{cost}:Q", y=f"{gain}:Q", text="method:N"
     )
-    zero_x = alt.Chart().mark_rule(color="#888", strokeDash=[3, 3]).encode(x=alt.datum(0))
-    zero_y = alt.Chart().mark_rule(color="#888", strokeDash=[3, 3]).encode(y=alt.datum(0))
-    return alt.layer(zero_x, zero_y, xerr, yerr, points, labels,
+    return alt.layer(_zero("x"), _zero("y"), xerr, yerr, points, labels,
                      width=_PANEL_WIDTH, height=280)
 
 
@@ -328,13 +324,7 @@ def parse_failure_bars(
         yOffset=alt.YOffset("model:N"),
         x=alt.X(f"{rate}:Q", title="unparsed share", axis=alt.Axis(format="%"),
                 scale=alt.Scale(domainMin=0)),
-        color=alt.Color("model:N", legend=alt.Legend(orient="bottom")),
+        color=_model_colour(),
         tooltip=tooltip,
     )
-    return (
-        alt.layer(bars, data=data)
-        .properties(width=_PANEL_WIDTH, height=alt.Step(_ROW_HEIGHT))
-        .facet(row=alt.Row("metric:N", title=None, header=_HEADER))
-        .resolve_scale(x="independent")
-        .properties(title=title)
-    )
+    return _metric_rows([bars], data, title, x="independent")

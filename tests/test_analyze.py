@@ -66,6 +66,23 @@ def test_skips_are_reported_with_reasons() -> None:
     assert "summary" in tables and "contrasts" not in tables
 
 
+def test_mmlu_sweep_without_coherence_gets_its_dose_tables() -> None:
+    # A 4-question MMLU sweep (behaviour and accuracy, no coherence judge) used to be skipped:
+    # dose_response wanted a coherence metric, and before that a slope whose SE was round-off
+    # (each question answered alike at every strength) made the steerability summary divide
+    # by zero. Now the accuracy row says why its spread is NaN.
+    from test_stats_dose import _mmlu_like
+
+    sweep = _mmlu_like((0.1, 0.2, 0.3))
+    control = sweep[sweep["strength"] == 0.1].assign(method="control", strength=float("nan"))
+    tables = analyze((None, pd.concat([sweep, control], ignore_index=True)), n_boot=50)
+    assert "dose_response" not in set(tables["skipped"]["analysis"])
+    spread = tables["steerability"].set_index("metric")
+    assert spread.loc["accuracy", "n_queries"] == 1
+    assert "needs two or more" in spread.loc["accuracy", "note"]
+    assert set(tables["dose_selection"]["metric"]) == {"behavior"}
+
+
 def test_cli_analyze_prints_and_writes(tmp_path: Path) -> None:
     scores = example_scores(seed=2, n_queries=3, n_topic=2, n_common=2, n_mmlu=4)
     results = tmp_path / "results"

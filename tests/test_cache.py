@@ -193,3 +193,51 @@ def test_cache_stores_json_text(tmp_path: Path) -> None:
         cache.put("k", {"text": "hello", "n": 1})
         raw = cache._dc.get("r/k")
     assert json.loads(raw) == {"text": "hello", "n": 1}
+
+
+def test_aput_is_on_disk_when_it_returns_and_groups_concurrent_writes(tmp_path: Path) -> None:
+    """Results finishing together share a transaction; each is committed before aput returns."""
+    seen_by_other: list[bool] = []
+
+    async def write(cache: Cache, other: Cache, i: int) -> None:
+        await cache.aput(f"k{i}", {"text": f"r{i}", "n": i})
+        seen_by_other.append(other.get(f"k{i}") == {"text": f"r{i}", "n": i})
+
+    with Cache(tmp_path) as cache, Cache(tmp_path) as other:  # `other`: another connection
+        cache.record_failure("k7", "generation", "TransientError: 500", 1)
+        transactions = 0
+        transact = cache._dc.transact
+
+        def counting(*args: object, **kwargs: object) -> object:
+            nonlocal transactions
+            transactions += 1
+            return transact(*args, **kwargs)
+
+        cache._dc.transact = counting  # type: ignore[method-assign]
+
+        async def go() -> None:
+            await asyncio.gather(*(write(cache, other, i) for i in range(200)))
+
+        asyncio.run(go())
+        assert len(seen_by_other) == 200 and all(seen_by_other)
+        assert 1 <= transactions <= 100  # one per write would be 200
+        assert cache.failure("k7") is None  # a success clears the failure, as put() does
+    with Cache(tmp_path) as again:
+        assert sum(1 for _ in again.results()) == 200
+
+
+def test_aput_reports_a_failed_write_and_the_writer_goes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Cache(tmp_path) as cache:
+        real_set = cache._dc.set
+
+        def failing_set(key: str, value: object, *a: object, **kw: object) -> object:
+            if key == "r/bad":
+                raise OSError("disk full")
+            return real_set(key, value, *a, **kw)
+
+        monkeypatch.setattr(cache._dc, "set", failing_set)
+        with pytest.raises(OSError, match="disk full"):
+            asyncio.run(cache.aput("bad", {"text": "x"}))
+        asyncio.run(cache.aput("good", {"text": "y"}))
+        assert cache.get("good") == {"text": "y"} and cache.get("bad") is None

@@ -4,6 +4,7 @@ concurrency, failure records, resolution caching, dry-run estimates and secrets.
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 from collections.abc import Iterator
@@ -346,3 +347,21 @@ def test_sync_entry_points_work_inside_a_running_event_loop(tmp_path: Path) -> N
         return summary.complete, len(gens), status(cfg).rows[0].done
 
     assert asyncio.run(notebook()) == (True, 1, 1)
+
+
+def test_runs_set_the_plan_aside_from_the_cycle_collector_and_restore_it() -> None:
+    from steerstats.collect import _fewer_gc_passes
+
+    before = gc.get_threshold()
+    assert gc.get_freeze_count() == 0
+    with _fewer_gc_passes():
+        assert gc.get_freeze_count() > 0 and gc.get_threshold()[0] >= 10_000
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    gc.freeze()  # a process that froze objects itself keeps its own setting
+    try:
+        frozen = gc.get_freeze_count()
+        with _fewer_gc_passes():
+            assert gc.get_threshold() == before and gc.get_freeze_count() == frozen
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()

@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 
 import pytest
+from _shared import shared_path
 
 from steerstats.datasets import (
     MMLUQuestion,
@@ -26,19 +27,7 @@ from steerstats.datasets import (
 )
 from steerstats.errors import DataError
 
-
-def shared_file(*parts: str) -> Path | None:
-    """A file under the project's ``shared`` folder (``../shared`` from the repository root or
-    from a folder above it), or None when this checkout has no such folder."""
-    root = Path(__file__).resolve().parents[1]
-    for base in (root, *root.parents):
-        candidate = base.parent / "shared" / Path(*parts)
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-MMLU_TEST = shared_file("data", "mmlu_test.jsonl")
+MMLU_TEST = shared_path("data", "mmlu_test.jsonl")
 
 GOOD_ROW = {
     "question": "2 + 2 = ?",

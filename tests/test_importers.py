@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from _shared import shared_path
 
 from steerstats.datasets import common_prompt_texts, load_queries, paper_mmlu, paper_topic_prompts
 from steerstats.errors import DataError
@@ -24,20 +25,9 @@ from steerstats.importers import (
 )
 from steerstats.schema import GENERATION_COLUMNS, SCORE_COLUMNS
 
-
-def shared_file(*parts: str) -> Path | None:
-    """A file under ``../shared`` seen from the repository root or a folder above it."""
-    root = Path(__file__).resolve().parents[1]
-    for base in (root, *root.parents):
-        candidate = base.parent / "shared" / Path(*parts)
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-OPEN_CSV = shared_file("seed-study", "results", "open_prompts_llama-3.1-8b.csv")
-MMLU_CSV = shared_file("seed-study", "results", "mmlu_llama-3.1-8b_partial.csv")
-MMLU_JSON = shared_file("seed-study", "design", "mmlu.json")
+OPEN_CSV = shared_path("seed-study", "results", "open_prompts_llama-3.1-8b.csv")
+MMLU_CSV = shared_path("seed-study", "results", "mmlu_llama-3.1-8b_partial.csv")
+MMLU_JSON = shared_path("seed-study", "design", "mmlu.json")
 DESIGN_DIR = None if MMLU_JSON is None else MMLU_JSON.parent
 needs_seed_study = pytest.mark.skipif(
     OPEN_CSV is None or MMLU_CSV is None or DESIGN_DIR is None,
@@ -728,9 +718,8 @@ def test_cli_import_seed_study_writes_a_results_directory(
 
     open_csv, mmlu_csv = seed_csvs
     out = tmp_path / "imported"
-    res = CliRunner().invoke(
-        app, ["import", "--seed-open", str(open_csv), "--seed-mmlu", str(mmlu_csv), "--out", str(out)]
-    )
+    res = CliRunner().invoke(app, ["import", "--seed-open", str(open_csv), "--seed-mmlu",
+                                   str(mmlu_csv), "--out", str(out)])
     assert res.exit_code == 0, res.output
     direct = import_seed_study(open_csv, mmlu_csv)
     back = read_results(out)

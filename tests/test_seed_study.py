@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from _shared import ROOT, shared_path
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("STEERSTATS_SHARED", ROOT.parent / "shared"))
-SEED = SHARED / "seed-study" / "results"
+SEED = shared_path("seed-study", "results")
+SHARED = SEED.parents[1] if SEED is not None else None
 
 pytestmark = pytest.mark.skipif(
-    not SEED.is_dir(),
-    reason=f"the seed study's data is not at {SEED} (set STEERSTATS_SHARED to the shared folder)",
+    SEED is None,
+    reason="the seed study's data is not in ../shared/seed-study/results (set STEERSTATS_SHARED "
+    "to the shared folder)",
 )
 
 

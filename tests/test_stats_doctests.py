@@ -13,12 +13,17 @@ MODULES = [
     "steerstats.stats.accuracy",
     "steerstats.stats.tradeoff",
     "steerstats.stats.examples",
+    "steerstats.stats.mixed",
+    "steerstats.stats.reliability",
+    "steerstats.stats.dose",
+    "steerstats.stats.power",
 ]
 
 
 @pytest.mark.parametrize("name", MODULES)
 def test_examples_run(name: str) -> None:
     module = importlib.import_module(name)
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, verbose=False)
+    flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+    result = doctest.testmod(module, optionflags=flags, verbose=False)
     assert result.attempted > 0, f"{name} has no examples"
     assert result.failed == 0

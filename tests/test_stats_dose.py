@@ -2,26 +2,32 @@
 
 from __future__ import annotations
 
-import doctest
 import importlib
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.api as sm
 
-from steerstats.stats import dose_response
-from steerstats.stats._simulate import simulate_scores
+from steerstats.stats import dose_response, simulate_crossed
 
 dose_module = importlib.import_module("steerstats.stats.dose")
 
 
-def _sweep(seed: int = 0, **kw: object) -> pd.DataFrame:
-    args: dict[str, object] = dict(n_queries=4, n_prompts=8, methods=("caa",),
-                                   strengths=[0.0, 1.0, 2.0, 4.0], n_repeats=2,
-                                   metrics={"behavior": 0.4, "coherence": -0.3}, seed=seed)
-    args.update(kw)
-    return simulate_scores(**args)  # type: ignore[arg-type]
+def _simulate(means: dict[str, float], metrics: dict[str, float], seed: int,
+              **design: Any) -> pd.DataFrame:
+    """One simulate_crossed table per metric (name: mean slope), effects drawn independently."""
+    rng = np.random.default_rng(seed)
+    return pd.concat([simulate_crossed(means, metric=m, slope=b, seed=rng, **design)
+                      for m, b in metrics.items()], ignore_index=True)
+
+
+def _sweep(seed: int = 0, *, n_queries: int = 4, n_prompts: int = 8,
+           sd_slope: float = 0.3) -> pd.DataFrame:
+    return _simulate({"caa": 3.0}, {"behavior": 0.4, "coherence": -0.3}, seed,
+                     n_queries=n_queries, n_topic=0, n_common=n_prompts, n_repeats=2,
+                     strengths=[0.0, 1.0, 2.0, 4.0], sd_slope=sd_slope)
 
 
 def test_slope_and_cluster_se_match_statsmodels() -> None:
@@ -116,8 +122,8 @@ def test_pooled_selection_and_seeded_split() -> None:
 
 def test_non_sweep_methods_are_ignored_and_errors() -> None:
     sweep = _sweep(seed=4)
-    control = simulate_scores(n_queries=4, n_prompts=8, methods=("control",),
-                              metrics={"behavior": 0.0, "coherence": 0.0}, seed=9)
+    control = _simulate({"control": 3.0}, {"behavior": 0.0, "coherence": 0.0}, 9,
+                        n_queries=4, n_topic=0, n_common=8, n_repeats=1)
     dr = dose_response(pd.concat([sweep, control], ignore_index=True))
     assert set(dr.slopes["method"]) == {"caa"}
     with pytest.raises(ValueError, match="two or more finite strengths"):
@@ -136,10 +142,6 @@ def test_single_prompt_gives_nan_interval_not_an_error() -> None:
     assert dr.slopes["ci_low"].isna().all() and dr.slopes["slope"].notna().all()
 
 
-def test_docstring_examples() -> None:
-    result = doctest.testmod(dose_module, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0
-
 
 def test_tau2_is_truncated_at_zero_when_slopes_agree() -> None:
     # Identical true slopes (seed 2): Q < k - 1, so DL gives tau2 = 0 (statsmodels'
@@ -151,3 +153,55 @@ def test_tau2_is_truncated_at_zero_when_slopes_agree() -> None:
     w = 1 / s["se"] ** 2
     assert row["tau2"] == 0.0 and row["tau"] == 0.0 and row["i2"] == 0.0
     assert row["mean_slope"] == pytest.approx(np.sum(w * s["slope"]) / w.sum(), rel=1e-12)
+
+
+def _mmlu_like(strengths: tuple[float, ...]) -> pd.DataFrame:
+    """Two queries x 4 questions; under 'same' each question is answered alike at every strength
+    (right on even questions, wrong on odd ones), under 'varies' answers change with strength."""
+    rows = []
+    for q in ("same", "varies"):
+        for p in range(4):
+            for i, s in enumerate(strengths):
+                base = {"model": "m", "method": "caa", "strength": s, "query_id": q,
+                        "prompt_set": "mmlu", "prompt_id": f"mmlu-{p:03d}", "sample": 0,
+                        "rater": "auto", "repeat": 0, "key": f"{q}-{p}-{i}", "reason": ""}
+                right = p % 2 == 0 if q == "same" else (p + i) % 3 == 0
+                rows.append({**base, "metric": "accuracy", "value": float(right)})
+                rows.append({**base, "metric": "behavior", "value": float(1 + (p * 3 + i) % 5)})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("strengths", [(0.1, 0.2, 0.3), (1 / 3, 2 / 3, 1.1), (0.0, 0.1, 0.7)])
+def test_one_usable_query_slope_gives_nan_spread_with_a_note(strengths: tuple[float, ...]) -> None:
+    # Strengths such as 0.1, 0.2, 0.3 do not centre exactly in floating point, so the 'same'
+    # query's score sums were ~1e-17 instead of 0: a spurious SE of ~1e-16 whose weight made
+    # DerSimonian-Laird's c exactly 0 (ZeroDivisionError). That SE is exactly 0 now, the slope
+    # is left out, and one usable slope leaves the spread undefined.
+    dr = dose_response(_mmlu_like(strengths), coherence=None)
+    acc = dr.slopes[dr.slopes.metric == "accuracy"].set_index("query_id")
+    assert acc.loc["same", "slope"] == pytest.approx(0.0, abs=1e-12)
+    assert acc.loc["same", "se"] == 0.0
+    assert acc.loc["varies", "se"] > 0.01
+    row = dr.steerability.set_index("metric").loc["accuracy"]
+    assert row["n_queries"] == 1
+    assert row[["mean_slope", "se", "ci_low", "ci_high", "sd_slopes", "tau2", "tau",
+                "i2"]].isna().all()
+    assert "1 of 2 queries left out: their slope has standard error 0" in row["note"]
+    assert "the between-query spread needs two or more, so it is NaN" in row["note"]
+    assert dr.steerability.set_index("metric").loc["behavior", "note"] == ""
+
+
+def test_dersimonian_laird_with_one_weight_dwarfing_the_other() -> None:
+    # Exact arithmetic (fractions) for y = (0, 10), v = (1e-16, 1): w = (1e16, 1),
+    # c = 2 w1 w2 / (w1 + w2), Q = 100 w1 w2 / (w1 + w2), tau2 = (Q - 1) / c; the plain
+    # sum w - sum w^2 / sum w form of c cancels to 0 in floating point.
+    from fractions import Fraction
+
+    v = (Fraction(1, 10**16), Fraction(1))
+    w1, w2 = 1 / v[0], 1 / v[1]
+    c = 2 * w1 * w2 / (w1 + w2)
+    tau2 = (100 * w1 * w2 / (w1 + w2) - 1) / c
+    wr1, wr2 = 1 / (v[0] + tau2), 1 / (v[1] + tau2)
+    out = dose_module._dersimonian_laird(np.array([0.0, 10.0]), np.array([1e-16, 1.0]), 0.95)
+    assert out["tau2"] == pytest.approx(float(tau2), rel=1e-12)
+    assert out["mean_slope"] == pytest.approx(float(10 * wr2 / (wr1 + wr2)), rel=1e-12)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import shutil
 import subprocess
 from pathlib import Path
@@ -13,8 +12,7 @@ import pytest
 from scipy import stats
 
 from steerstats.errors import PrerequisiteError
-from steerstats.stats import mixed
-from steerstats.stats._simulate import simulate_scores
+from steerstats.stats import simulate_crossed
 from steerstats.stats.mixed import ConvergenceError, mixed_model
 
 REF = Path(__file__).parent / "reference"
@@ -151,8 +149,8 @@ def test_convergence_failure_raises() -> None:
 
 
 def test_balanced_two_method_contrast_is_the_paired_query_level_t_test() -> None:
-    scores = simulate_scores(n_queries=9, n_prompts=7, methods=("control", "steer"),
-                             method_effects={"steer": 0.5}, sd_query_method=0.5, seed=3)
+    scores = simulate_crossed({"control": 3.0, "steer": 3.5}, n_queries=9, n_topic=0,
+                              n_common=7, n_repeats=1, sd_query_method=0.5, seed=3)
     con = mixed_model(scores, "behavior").contrasts("control").iloc[0]
     wide = scores.pivot_table(index="query_id", columns="method", values="value", aggfunc="mean")
     ref = stats.ttest_1samp(wide["steer"] - wide["control"], 0.0)
@@ -164,7 +162,7 @@ def test_balanced_two_method_contrast_is_the_paired_query_level_t_test() -> None
 
 
 def test_repeats_are_averaged_and_missing_responses_counted() -> None:
-    scores = simulate_scores(n_queries=6, n_prompts=6, n_repeats=3, seed=5)
+    scores = simulate_crossed(n_queries=6, n_topic=0, n_common=6, n_repeats=3, seed=5)
     averaged = (scores.groupby(["model", "method", "query_id", "prompt_id", "sample", "metric"],
                                as_index=False)["value"].mean())
     a = mixed_model(scores, "behavior", strength=None)
@@ -181,7 +179,8 @@ def test_repeats_are_averaged_and_missing_responses_counted() -> None:
 
 
 def test_contrast_options() -> None:
-    scores = simulate_scores(n_queries=5, n_prompts=5, models=("a", "b"), seed=4)
+    scores = simulate_crossed(n_queries=5, n_topic=0, n_common=5, n_repeats=1,
+                              model={"a": 0.0, "b": 0.0}, seed=4)
     fit = mixed_model(scores, "behavior")
     pairs = fit.contrasts()
     assert len(pairs) == 6  # 3 pairs of methods x 2 models
@@ -213,13 +212,14 @@ def test_contrast_options() -> None:
     ],
 )
 def test_edge_cases_raise_clear_errors(change, message) -> None:  # type: ignore[no-untyped-def]
-    scores = simulate_scores(n_queries=4, n_prompts=4, n_samples=2, seed=6)
+    scores = simulate_crossed(n_queries=4, n_topic=0, n_common=4, n_samples=2, n_repeats=1,
+                              model="model-a", seed=6)
     with pytest.raises(ValueError, match=message):
         mixed_model(change(scores), "behavior")
 
 
 def test_bad_arguments() -> None:
-    scores = simulate_scores(n_queries=4, n_prompts=4, seed=6)
+    scores = simulate_crossed(n_queries=4, n_topic=0, n_common=4, n_repeats=1, seed=6)
     with pytest.raises(ValueError, match="metric 'coherence' not found.*behavior"):
         mixed_model(scores, "coherence")
     with pytest.raises(ValueError, match="engine"):
@@ -229,7 +229,3 @@ def test_bad_arguments() -> None:
     fit = mixed_model(scores, "behavior", reference="steer")
     assert fit.fixed["term"].tolist() == ["(Intercept)", "method[control]", "method[prompt]"]
 
-
-def test_docstring_examples() -> None:
-    result = doctest.testmod(mixed, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0

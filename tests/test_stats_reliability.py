@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
-import importlib
 from fractions import Fraction
 
 import krippendorff
@@ -11,12 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steerstats.stats import reliability
-from steerstats.stats._simulate import simulate_scores
+from steerstats.stats import reliability, simulate_crossed
 from steerstats.stats.reliability import _alpha_from_coincidences
-
-# The function shadows its module in steerstats.stats (as in pingouin), so fetch the module.
-reliability_module = importlib.import_module("steerstats.stats.reliability")
 
 
 def _long(matrix: list[list[float]], metric: str = "behavior", rater_is_repeat: bool = False,
@@ -140,7 +134,8 @@ def test_resampled_alpha_equals_the_package_on_resampled_data() -> None:
 
 
 def test_missing_ratings_are_counted_not_dropped_silently() -> None:
-    scores = simulate_scores(n_queries=4, n_prompts=5, n_repeats=3, discrete=True, seed=4)
+    scores = simulate_crossed(n_queries=4, n_topic=0, n_common=5, n_repeats=3, discrete=True,
+                              seed=4)
     scores.loc[[0, 4, 5], "value"] = np.nan  # target 0 loses one rating, target 1 two
     rel = _table(reliability(scores, n_boot=50))
     n_targets = scores["key"].nunique()
@@ -151,8 +146,10 @@ def test_missing_ratings_are_counted_not_dropped_silently() -> None:
 
 
 def test_by_method_and_bootstrap_is_seeded() -> None:
-    scores = simulate_scores(n_queries=4, n_prompts=5, n_repeats=2, discrete=True,
-                             metrics={"behavior": 0.0, "coherence": 0.0}, seed=5)
+    rng = np.random.default_rng(5)
+    scores = pd.concat([simulate_crossed(n_queries=4, n_topic=0, n_common=5, n_repeats=2,
+                                         discrete=True, metric=m, seed=rng)
+                        for m in ("behavior", "coherence")], ignore_index=True)
     a = reliability(scores, by="method", n_boot=100, seed=7)
     b = reliability(scores, by="method", n_boot=100, seed=7)
     pd.testing.assert_frame_equal(a, b)
@@ -163,8 +160,9 @@ def test_by_method_and_bootstrap_is_seeded() -> None:
 
 
 def test_single_occasion_metrics() -> None:
-    scores = simulate_scores(n_queries=3, n_prompts=4, n_repeats=2, seed=6)
-    auto = simulate_scores(n_queries=3, n_prompts=4, metrics={"accuracy": 0.0}, seed=6)
+    scores = simulate_crossed(n_queries=3, n_topic=0, n_common=4, n_repeats=2, seed=6)
+    auto = simulate_crossed(n_queries=3, n_topic=0, n_common=4, n_repeats=1, metric="accuracy",
+                            seed=6)
     both = pd.concat([scores, auto], ignore_index=True)
     with pytest.warns(UserWarning, match="skipping metrics rated once.*accuracy"):
         rel = reliability(both, n_boot=10)
@@ -176,7 +174,7 @@ def test_single_occasion_metrics() -> None:
 
 
 def test_input_errors_name_the_fix() -> None:
-    scores = simulate_scores(n_queries=3, n_prompts=4, n_repeats=2, seed=6)
+    scores = simulate_crossed(n_queries=3, n_topic=0, n_common=4, n_repeats=2, seed=6)
     with pytest.raises(ValueError, match="'rater' not found; pass occasions="):
         reliability(scores.drop(columns="rater"))
     with pytest.raises(ValueError, match="'method' not found; pass by"):
@@ -192,7 +190,3 @@ def test_all_ratings_identical_gives_nan_not_a_number() -> None:
     assert np.isnan(rel.loc["ICC1", "estimate"]) and np.isnan(rel.loc["alpha_ordinal", "estimate"])
     assert rel.loc["exact_agreement", "estimate"] == 1.0
 
-
-def test_docstring_examples() -> None:
-    result = doctest.testmod(reliability_module, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0

@@ -1,7 +1,7 @@
 """A realistic check on the seed study's published rows (../shared/seed-study; see its README).
 
-The directory sits beside the repository (found by walking up from this file, or given by
-STEERSTATS_SEED_STUDY); the tests skip, saying so, when it is absent.
+The directory sits in the shared folder beside the repository (see tests/_shared.py), or is
+given by STEERSTATS_SEED_STUDY; the tests skip, saying so, when it is absent.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from _shared import shared_path
 from scipy import stats as sps
 
 from steerstats.stats import accuracy_model, paired_contrasts, summarize
@@ -24,11 +25,8 @@ def _seed_study() -> Path | None:
     env = os.environ.get("STEERSTATS_SEED_STUDY")
     if env:
         return Path(env) if (Path(env) / "results").is_dir() else None
-    for parent in Path(__file__).resolve().parents:
-        candidate = parent / "shared" / "seed-study"
-        if (candidate / "results").is_dir():
-            return candidate
-    return None
+    results = shared_path("seed-study", "results")
+    return results.parent if results is not None and results.is_dir() else None
 
 
 SEED = _seed_study()

@@ -17,7 +17,8 @@ from typing import Any, ClassVar
 Message = Mapping[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
 
 # Option names never copied into cache keys, records, logs or exports.
-SECRET_OPTION_NAMES = frozenset({"api_key", "authorization", "auth", "token", "password", "headers"})
+SECRET_OPTION_NAMES = frozenset(
+    {"api_key", "authorization", "auth", "token", "password", "headers"})
 
 
 @dataclass(frozen=True)
@@ -102,8 +103,9 @@ class Backend(ABC):
 
     def identity(self) -> dict[str, Any]:
         """What about this backend determines answers: name, model id, non-secret options."""
-        public = {k: v for k, v in sorted(self.options.items()) if k.lower() not in SECRET_OPTION_NAMES}
+        public = {k: v for k, v in sorted(self.options.items())
+                  if k.lower() not in SECRET_OPTION_NAMES}
         return {"backend": self.name, "model": self.model, "options": public}
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 (an optional hook: nothing to release here)
         """Release clients, files or models."""

@@ -36,6 +36,77 @@ def _is_local(url: str) -> bool:
     return (urlparse(url).hostname or "") in _LOCAL_HOSTS
 
 
+def _api_key(base_url: str) -> str:
+    """``OPENAI_API_KEY``; a placeholder for a server on this machine; else PrerequisiteError."""
+    key = os.environ.get("OPENAI_API_KEY")
+    if key:
+        return key
+    if not _is_local(base_url):
+        raise PrerequisiteError(
+            f"the openai backend needs an API key for {base_url}: set the OPENAI_API_KEY "
+            "environment variable (keys are never read from the experiment file)"
+        )
+    return _NO_KEY
+
+
+def _make_client(base_url: str, timeout_s: float) -> Any:
+    """The SDK's async client, its own retries off, on the SDK's aiohttp transport (its
+    ``aiohttp`` extra: about half the CPU per call of the default httpx2 transport)."""
+    from openai import AsyncOpenAI, DefaultAioHttpClient
+
+    return AsyncOpenAI(api_key=_api_key(base_url), base_url=base_url, max_retries=0,
+                       timeout=timeout_s, http_client=DefaultAioHttpClient(timeout=timeout_s))
+
+
+async def _post_chat(client: Any, body: dict[str, Any], *, base_url: str, model: str,
+                    timeout_s: float) -> Any:
+    """POST ``body`` to ``/chat/completions``; the reply's JSON, or the fault as a steerstats
+    error (TransientError for what is worth retrying)."""
+    import httpx2
+    import openai
+
+    try:
+        # The SDK's documented low-level call (auth, base URL, timeouts, status errors)
+        # with the reply parsed here: the typed create() costs ~1 ms more CPU per call.
+        resp = await client.post("/chat/completions", body=body, cast_to=httpx2.Response)
+        return json.loads(resp.content)
+    except openai.RateLimitError as exc:
+        raise TransientError(f"rate limited (429): {exc.message}",
+                             parse_retry_after(exc.response.headers)) from exc
+    except openai.APITimeoutError as exc:
+        root: BaseException = exc
+        while root.__cause__ is not None:
+            root = root.__cause__
+        if root is exc or isinstance(root, TimeoutError):
+            raise TransientError(f"timed out after {timeout_s}s") from exc
+        # aiohttp's transport reports a dropped connection as a timeout
+        raise TransientError(f"connection error: {type(root).__name__}: {root}") from exc
+    except openai.APIConnectionError as exc:
+        raise TransientError(f"connection error: {exc.__cause__ or exc}") from exc
+    except openai.AuthenticationError as exc:
+        raise PrerequisiteError(
+            f"{base_url} rejected the API key (401); check OPENAI_API_KEY"
+        ) from exc
+    except openai.PermissionDeniedError as exc:
+        raise PrerequisiteError(
+            f"{base_url} refused access to {model!r} (403): {exc.message}"
+        ) from exc
+    except openai.NotFoundError as exc:
+        raise ConfigError(
+            f"{base_url} does not serve model {model!r} (404): {exc.message}"
+        ) from exc
+    except openai.APIStatusError as exc:
+        status = exc.status_code
+        if status in (408, 409) or status >= 500:
+            raise TransientError(f"server error {status}: {exc.message}",
+                                 parse_retry_after(exc.response.headers)) from exc
+        raise
+    except (openai.APIResponseValidationError, ValueError) as exc:  # JSONDecodeError too
+        raise TransientError(f"malformed reply: {exc}") from exc
+    except httpx2.TransportError as exc:  # a connection dropped while reading the body
+        raise TransientError(f"connection error: {exc}") from exc
+
+
 def parse_retry_after(headers: Any) -> float | None:
     """Seconds from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""
     if headers is None:
@@ -96,20 +167,7 @@ class OpenAIBackend(Backend):
 
     def _get_client(self) -> Any:
         if self._client is None:
-            from openai import AsyncOpenAI
-
-            key = os.environ.get("OPENAI_API_KEY")
-            if not key:
-                if not _is_local(self.base_url):
-                    raise PrerequisiteError(
-                        f"the openai backend needs an API key for {self.base_url}: set the "
-                        "OPENAI_API_KEY environment variable (keys are never read from the "
-                        "experiment file)"
-                    )
-                key = _NO_KEY
-            self._client = AsyncOpenAI(
-                api_key=key, base_url=self.base_url, max_retries=0, timeout=self.timeout_s
-            )
+            self._client = _make_client(self.base_url, self.timeout_s)
         return self._client
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
@@ -119,10 +177,6 @@ class OpenAIBackend(Backend):
                 "method that steers by prompt (control, prompt) or a backend that steers "
                 "(local, goodfire)"
             )
-        import httpx2
-        import openai
-
-        client = self._get_client()
         body: dict[str, Any] = {
             **self.extra_body,
             "model": self.model,
@@ -132,40 +186,8 @@ class OpenAIBackend(Backend):
         }
         if request.seed is not None:
             body["seed"] = request.seed
-        try:
-            # The SDK's documented low-level call (auth, base URL, timeouts, status errors)
-            # with the reply parsed here: the typed create() costs ~1 ms more CPU per call.
-            resp = await client.post("/chat/completions", body=body, cast_to=httpx2.Response)
-            data = json.loads(resp.content)
-        except openai.RateLimitError as exc:
-            raise TransientError(f"rate limited (429): {exc.message}",
-                                 parse_retry_after(exc.response.headers)) from exc
-        except openai.APITimeoutError as exc:
-            raise TransientError(f"timed out after {self.timeout_s}s") from exc
-        except openai.APIConnectionError as exc:
-            raise TransientError(f"connection error: {exc.__cause__ or exc}") from exc
-        except openai.AuthenticationError as exc:
-            raise PrerequisiteError(
-                f"{self.base_url} rejected the API key (401); check OPENAI_API_KEY"
-            ) from exc
-        except openai.PermissionDeniedError as exc:
-            raise PrerequisiteError(
-                f"{self.base_url} refused access to {self.model!r} (403): {exc.message}"
-            ) from exc
-        except openai.NotFoundError as exc:
-            raise ConfigError(
-                f"{self.base_url} does not serve model {self.model!r} (404): {exc.message}"
-            ) from exc
-        except openai.APIStatusError as exc:
-            status = exc.status_code
-            if status in (408, 409) or status >= 500:
-                raise TransientError(f"server error {status}: {exc.message}",
-                                     parse_retry_after(exc.response.headers)) from exc
-            raise
-        except (openai.APIResponseValidationError, ValueError) as exc:  # JSONDecodeError too
-            raise TransientError(f"malformed reply: {exc}") from exc
-        except httpx2.TransportError as exc:  # a connection dropped while reading the body
-            raise TransientError(f"connection error: {exc}") from exc
+        data = await _post_chat(self._get_client(), body, base_url=self.base_url,
+                               model=self.model, timeout_s=self.timeout_s)
         return _result(data)
 
     async def aclose(self) -> None:

@@ -73,7 +73,8 @@ class Judge(ABC):
 
     @abstractmethod
     async def score(self, item: JudgeInput, repeat: int, backend: Backend | None) -> list[Score]:
-        """Score ``item`` for judging occasion ``repeat``; ``backend`` is the judge's own, if any."""
+        """Score ``item`` for judging occasion ``repeat``; ``backend`` is the judge's own, if
+        any."""
 
 
 def text_digest(*parts: str) -> str:

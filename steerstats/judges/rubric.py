@@ -23,10 +23,8 @@ SYSTEM_TEMPLATE = (
     "The grade must be a whole number from 1 to 5."
 )
 
-BEHAVIOR_TEMPLATE = """Property: how strongly the reply shows this behaviour: "{query}".
-
-Scale:
-{scale}
+# What every rubric asks about: the exchange, then the answer format.
+_EXCHANGE = """
 
 User's message:
 <<<
@@ -39,6 +37,11 @@ Assistant's reply:
 >>>
 
 Justify briefly, then give the grade as <score>N</score> with N from 1 to 5."""
+
+BEHAVIOR_TEMPLATE = """Property: how strongly the reply shows this behaviour: "{query}".
+
+Scale:
+{scale}""" + _EXCHANGE
 
 BEHAVIOR_DEFAULT_SCALE = """1: the behaviour is absent.
 2: a faint trace of it.
@@ -55,19 +58,7 @@ Scale:
 2: mostly hard to follow: frequent breaks in logic or grammar, drifts off topic.
 3: understandable but with noticeable lapses, contradictions or digressions.
 4: clear and connected, with minor slips.
-5: fully coherent: fluent, well organised and on point throughout.
-
-User's message:
-<<<
-{prompt}
->>>
-
-Assistant's reply:
-<<<
-{response}
->>>
-
-Justify briefly, then give the grade as <score>N</score> with N from 1 to 5."""
+5: fully coherent: fluent, well organised and on point throughout.""" + _EXCHANGE
 
 _SCORE_TAG = re.compile(r"<score>(.*?)</score>", re.IGNORECASE | re.DOTALL)
 _NUMBER = re.compile(r"[+-]?\d+(?:\.\d+)?")

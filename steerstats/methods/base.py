@@ -44,7 +44,8 @@ class Intervention:
         return {
             "system_prompt": self.system_prompt,
             "steering": None if self.steering is None else self.steering.canonical(),
-            "strength": None if self.strength is None or math.isnan(self.strength) else float(self.strength),
+            "strength": (None if self.strength is None or math.isnan(self.strength)
+                         else float(self.strength)),
         }
 
 
@@ -79,12 +80,15 @@ class Method(ABC):
     uses_strength: bool = False
 
     @abstractmethod
-    async def resolve(self, query: Query, strength: float | None, ctx: MethodContext) -> Intervention:
+    async def resolve(
+        self, query: Query, strength: float | None, ctx: MethodContext
+    ) -> Intervention:
         """The intervention for ``query`` at ``strength``."""
 
     def identity(self) -> dict[str, Any]:
         """Registered name and creation arguments (set by the registry), for logs and manifests."""
         return {
             "name": getattr(self, "registry_name", type(self).__name__),
-            "args": json.loads(json.dumps(getattr(self, "registry_args", {}), sort_keys=True, default=str)),
+            "args": json.loads(json.dumps(getattr(self, "registry_args", {}), sort_keys=True,
+                                          default=str)),
         }

@@ -7,7 +7,9 @@ from steerstats.methods.base import Intervention, Method, MethodContext, Query
 
 
 class Control(Method):
-    async def resolve(self, query: Query, strength: float | None, ctx: MethodContext) -> Intervention:
+    async def resolve(
+        self, query: Query, strength: float | None, ctx: MethodContext
+    ) -> Intervention:
         return Intervention()
 
 

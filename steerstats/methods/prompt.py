@@ -19,7 +19,9 @@ class PromptMethod(Method):
             raise ValueError(f"prompt template must contain '{{query}}', got {template!r}")
         self.template = template
 
-    async def resolve(self, query: Query, strength: float | None, ctx: MethodContext) -> Intervention:
+    async def resolve(
+        self, query: Query, strength: float | None, ctx: MethodContext
+    ) -> Intervention:
         return Intervention(system_prompt=render_prompt(self.template, query))
 
 

@@ -40,21 +40,12 @@ def _display(table: pd.DataFrame, columns: Sequence[Column], caption: str = "") 
     return Table(pd.DataFrame(rows, columns=[h for h, _ in columns]), caption)
 
 
-def _has_strength(row: pd.Series) -> bool:
-    return "strength" in row and pd.notna(row["strength"])
-
-
-def arm(row: pd.Series) -> str:
-    """A method's label, with its steering strength when it has one ("caa @ 4")."""
-    return f"{row['method']} @ {float(row['strength']):g}" if _has_strength(row) else str(
-        row["method"])
-
-
 def _with_arms(table: pd.DataFrame) -> pd.DataFrame:
     """A copy whose ``method`` column carries the strength too, for charts and tables."""
     out = table.copy()
     if "strength" in out and out["strength"].notna().any():
-        out["method"] = [arm(r) for _, r in out.iterrows()]
+        out["method"] = [fmt.arm(m, s) for m, s in zip(out["method"], out["strength"],
+                                                      strict=True)]
     return out
 
 
@@ -63,6 +54,17 @@ def _missing(data: ReportData, name: str, what: str) -> Text:
     if reason:
         return Text(f"Not computed: {reason}.")
     return Text(f"The analysis tables hold no {what} (table `{name}` is absent or empty).")
+
+
+def _start(
+    data: ReportData, section_id: str, title: str, name: str, what: str
+) -> tuple[Section, pd.DataFrame | None]:
+    """A new section and table ``name``; without the table, the section already says why."""
+    section = Section(section_id, title)
+    table = data.get(name)
+    if table is None:
+        section.blocks.append(_missing(data, name, what))
+    return section, table
 
 
 def _col(name: str, digits: int = 2) -> Callable[[pd.Series], str]:
@@ -77,12 +79,20 @@ def _ci_col(est: str, digits: int = 2) -> Callable[[pd.Series], str]:
     return lambda r: fmt.est_ci(r[est], r["ci_low"], r["ci_high"], digits)
 
 
+def _metric_ci_col(est: str) -> Callable[[pd.Series], str]:
+    """Estimate [CI] with the row's metric's digits (3 for accuracy, else 2)."""
+    return lambda r: fmt.est_ci(r[est], r["ci_low"], r["ci_high"], _digits(r["metric"]))
+
+
+def _p_col(name: str) -> Callable[[pd.Series], str]:
+    return lambda r: fmt.pval(r[name])
+
+
 def _text(name: str) -> Callable[[pd.Series], str]:
     return lambda r: "" if pd.isna(r[name]) else str(r[name])
 
 
-def _digits(metric: object) -> int:
-    return 3 if str(metric) == "accuracy" else 2
+_digits = fmt.metric_digits
 
 
 # ------------------------------------------------------------------------------------ design
@@ -90,11 +100,9 @@ def _digits(metric: object) -> int:
 
 def design_section(data: ReportData) -> Section:
     """Models, methods, queries, prompts, samples, judging, and what failed or is absent."""
-    section = Section("design", "Design")
-    design = data.get("design")
+    section, design = _start(data, "design", "Design", "design", "design summary")
     judging = data.get("judging")
     if design is None:
-        section.blocks.append(_missing(data, "design", "design summary"))
         return section
     models = sorted(design["model"].astype(str).unique())
     methods = []
@@ -178,10 +186,9 @@ def _provenance(data: ReportData) -> str:
 
 def means_section(data: ReportData) -> Section:
     """Per model x method x metric means with cluster-bootstrap intervals (a forest plot)."""
-    section = Section("means", "Means with 95% confidence intervals")
-    summary = data.get("summary")
+    section, summary = _start(data, "means", "Means with 95% confidence intervals", "summary",
+                              "means")
     if summary is None:
-        section.blocks.append(_missing(data, "summary", "means"))
         return section
     table = _with_arms(summary)
     section.blocks.append(Text(
@@ -209,8 +216,7 @@ def means_section(data: ReportData) -> Section:
     section.blocks.append(_display(table, [
         ("Model", _text("model")), ("Method", _text("method")), ("Metric", _text("metric")),
         ("Responses", _count_col("n")), ("Unparsed ratings", _count_col("n_missing")),
-        ("Mean [95% CI]", lambda r: fmt.est_ci(r["mean"], r["ci_low"], r["ci_high"],
-                                               _digits(r["metric"]))),
+        ("Mean [95% CI]", _metric_ci_col("mean")),
     ]))
     return section
 
@@ -220,10 +226,9 @@ def means_section(data: ReportData) -> Section:
 
 def contrasts_section(data: ReportData) -> Section:
     """Paired differences from each baseline with Holm-adjusted p-values."""
-    section = Section("contrasts", "Paired contrasts")
-    contrasts = data.get("contrasts")
+    section, contrasts = _start(data, "contrasts", "Paired contrasts", "contrasts",
+                                "paired contrasts")
     if contrasts is None:
-        section.blocks.append(_missing(data, "contrasts", "paired contrasts"))
         return section
     table = _with_arms(contrasts)
     table = table[table["n_pairs"] > 0]
@@ -253,9 +258,8 @@ def contrasts_section(data: ReportData) -> Section:
     section.blocks.append(_display(table, [
         ("Model", _text("model")), ("Metric", _text("metric")), ("Method", _text("method")),
         ("Baseline", _text("baseline")), ("Pairs", _count_col("n_pairs")),
-        ("Difference [95% CI]", lambda r: fmt.est_ci(r["diff"], r["ci_low"], r["ci_high"],
-                                                     _digits(r["metric"]))),
-        ("p", lambda r: fmt.pval(r["p"])), ("Holm p", lambda r: fmt.pval(r["p_holm"])),
+        ("Difference [95% CI]", _metric_ci_col("diff")),
+        ("p", _p_col("p")), ("Holm p", _p_col("p_holm")),
         ("d_z", _col("dz")),
     ]))
     return section
@@ -305,8 +309,7 @@ def mixed_model_section(data: ReportData) -> Section:
         ))
         section.blocks.append(_display(emm, [
             ("Metric", _text("metric")), ("Model", _text("model")), ("Method", _text("method")),
-            ("Estimate [95% CI]", lambda r: fmt.est_ci(r["estimate"], r["ci_low"], r["ci_high"],
-                                                       _digits(r["metric"]))),
+            ("Estimate [95% CI]", _metric_ci_col("estimate")),
             ("df", _col("df", 1)), ("Responses", _count_col("n")),
         ]))
     mixed_contrasts = data.get("mixed_contrasts")
@@ -315,9 +318,8 @@ def mixed_model_section(data: ReportData) -> Section:
         section.blocks.append(_display(mixed_contrasts, [
             ("Metric", _text("metric")), ("Model", _text("model")), ("Method", _text("method")),
             ("Baseline", _text("baseline")),
-            ("Difference [95% CI]", lambda r: fmt.est_ci(r["estimate"], r["ci_low"],
-                                                         r["ci_high"], _digits(r["metric"]))),
-            ("df", _col("df", 1)), ("Holm p", lambda r: fmt.pval(r["p_holm"])),
+            ("Difference [95% CI]", _metric_ci_col("estimate")),
+            ("df", _col("df", 1)), ("Holm p", _p_col("p_holm")),
         ]))
     accuracy = data.get("accuracy")
     if accuracy is not None:
@@ -365,10 +367,9 @@ _HEADLINE = ("ICC2", "ICC2k", "alpha_ordinal", "exact_agreement")
 
 def reliability_section(data: ReportData) -> Section:
     """Agreement of repeated judgings: ICCs, Krippendorff's alpha and agreement rates."""
-    section = Section("reliability", "Judge reliability")
-    rel = data.get("reliability")
+    section, rel = _start(data, "reliability", "Judge reliability", "reliability",
+                          "reliability estimates")
     if rel is None:
-        section.blocks.append(_missing(data, "reliability", "reliability estimates"))
         return section
     overall = rel[rel["method"].isna()] if "method" in rel else rel
     lines = []
@@ -417,10 +418,9 @@ _COSTS = (("coherence_loss", "coherence loss"), ("accuracy_loss", "accuracy loss
 
 def tradeoff_section(data: ReportData) -> Section:
     """Behaviour gain against coherence and accuracy loss, with the Pareto front."""
-    section = Section("tradeoff", "Trade-off: behaviour gained against what it costs")
-    tr = data.get("tradeoff")
+    section, tr = _start(data, "tradeoff", "Trade-off: behaviour gained against what it costs",
+                         "tradeoff", "trade-off estimates")
     if tr is None:
-        section.blocks.append(_missing(data, "tradeoff", "trade-off estimates"))
         return section
     tr = _with_arms(tr)
     baseline = ", ".join(sorted(tr["baseline"].astype(str).unique())) if "baseline" in tr else ""
@@ -505,6 +505,8 @@ def dose_response_section(data: ReportData) -> Section:
                         "query_id"].tolist()
                 line += (f"; anti-steerable: {fmt.count(r['n_anti_steerable'])}"
                          + (f" ({fmt.listing(anti)})" if anti else ""))
+            if pd.notna(r.get("note")) and r.get("note"):
+                line += f" ({r['note']})"
             lines.append(line + ".")
         section.blocks.append(Text("\n".join(lines)))
     if selection is not None:
@@ -527,7 +529,7 @@ def dose_response_section(data: ReportData) -> Section:
         section.blocks.append(_display(slopes, [
             ("Model", _text("model")), ("Method", _text("method")), ("Metric", _text("metric")),
             ("Query", _text("query_id")), ("Slope [95% CI]", _ci_col("slope", 3)),
-            ("Holm p", lambda r: fmt.pval(r["p_holm"])),
+            ("Holm p", _p_col("p_holm")),
             ("Anti-steerable", lambda r: "yes" if r["anti_steerable"] is True or
              str(r["anti_steerable"]) == "True" else ""),
         ], "Per-query slopes of each metric on strength."))
@@ -539,10 +541,9 @@ def dose_response_section(data: ReportData) -> Section:
 
 def parse_failures_section(data: ReportData) -> Section:
     """Share of ratings without a usable value, per model x method x metric, with reasons."""
-    section = Section("parse-failures", "Parse failures")
-    pf = data.get("parse_failures")
+    section, pf = _start(data, "parse-failures", "Parse failures", "parse_failures",
+                         "parse-failure counts")
     if pf is None:
-        section.blocks.append(_missing(data, "parse_failures", "parse-failure counts"))
         return section
     total, bad = pf["n_ratings"].sum(), pf["n_unparsed"].sum()
     text = (
@@ -570,10 +571,9 @@ def parse_failures_section(data: ReportData) -> Section:
 
 def power_section(data: ReportData) -> Section:
     """What effect this design could detect, from the fitted variance components."""
-    section = Section("power", "Power: what this design can detect")
-    mde = data.get("mde")
+    section, mde = _start(data, "power", "Power: what this design can detect", "mde",
+                          "power analysis")
     if mde is None:
-        section.blocks.append(_missing(data, "mde", "power analysis"))
         return section
     lines = []
     for metric, rows in mde.groupby("metric", sort=True):
@@ -627,7 +627,9 @@ ESTIMATORS: tuple[tuple[str, str], ...] = (
      "is Pareto-optimal when no other has higher gain and no higher cost."),
     ("Dose-response",
      "per query, the least-squares slope $\\hat b$ of the response score on strength, with a "
-     "t interval; anti-steerable when the behaviour slope's upper limit is below 0."),
+     "t interval from prompt-clustered (CR1) standard errors; anti-steerable when the "
+     "behaviour slope is negative with Holm-adjusted $p < \\alpha$ across queries; the spread "
+     "of slopes across queries from a DerSimonian-Laird random-effects model."),
     ("Power",
      "the smallest $\\Delta$ for which the share of simulated designs (from the fitted variance "
      "components) with $p < \\alpha$ reaches the target power."),

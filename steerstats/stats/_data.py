@@ -23,7 +23,27 @@ def require_columns(data: pd.DataFrame, columns: Mapping[str, str | None]) -> No
     missing = [(kw, col) for kw, col in columns.items() if col is not None and col not in data]
     if missing:
         parts = [f"column {col!r} not found; pass {kw}=... or rename" for kw, col in missing]
-        raise ValueError("; ".join(parts) + f" (columns present: {', '.join(map(str, data.columns))})")
+        present = ", ".join(map(str, data.columns))
+        raise ValueError("; ".join(parts) + f" (columns present: {present})")
+
+
+def check_confidence(confidence: float) -> None:
+    """Raise ValueError unless ``0 < confidence < 1``."""
+    if not 0.0 < float(confidence) < 1.0:
+        raise ValueError(f"confidence must be between 0 and 1 (e.g. 0.95), got {confidence!r}")
+
+
+def require_metric(
+    data: pd.DataFrame, name: str, column: str, *, role: str = "metric", fix: str = ""
+) -> None:
+    """Raise ValueError when no row of ``column`` is ``name``, listing the metrics present.
+
+    ``role`` names the argument in the message ("behavior metric"); ``fix`` is appended.
+    """
+    if not (data[column] == name).any():
+        present = sorted(map(str, pd.unique(data[column].dropna())))
+        raise ValueError(f"{role} {name!r} not found in column {column!r}; present: {present}"
+                         + (f"; {fix}" if fix else ""))
 
 
 def numeric_values(data: pd.DataFrame, value: str) -> pd.Series:

@@ -27,6 +27,7 @@ from scipy import stats as sps
 from threadpoolctl import ThreadpoolController
 
 from ._data import (
+    check_confidence,
     group_index,
     numeric_values,
     require_clusters,
@@ -57,8 +58,7 @@ def check_bootstrap_args(n_boot: int, confidence: float, ci_method: str) -> None
     """Validate the resampling keywords shared by every bootstrap-based function."""
     if isinstance(n_boot, bool) or not isinstance(n_boot, int | np.integer) or n_boot < 2:
         raise ValueError(f"n_boot must be an integer >= 2 (2000 is the default), got {n_boot!r}")
-    if not 0.0 < float(confidence) < 1.0:
-        raise ValueError(f"confidence must be between 0 and 1 (e.g. 0.95), got {confidence!r}")
+    check_confidence(confidence)
     if ci_method not in CI_METHODS:
         raise ValueError(f"ci_method must be one of {CI_METHODS}, got {ci_method!r}")
 
@@ -530,6 +530,14 @@ def summarize(
 
     **Unparsed ratings** are never scored as a number: they are left out of ``mean`` and
     counted in ``n_missing``; a response all of whose ratings are unparsed is not in ``n``.
+
+    **0/1 metrics.** For a metric such as MMLU ``accuracy`` (1 correct, 0 wrong) the mean is
+    a proportion, but the default interval is still a symmetric t interval on a mean, so
+    ``ci_high`` can exceed 1 and ``ci_low`` fall below 0 (the control accuracy in the example
+    reaches 1.03); the numbers are reported as computed, not clipped. For proportions use
+    :func:`steerstats.stats.accuracy_model`: a binomial GEE whose interval stays within
+    [0, 1], the same two-way bootstrap clipped to [0, 1], and the unparsed-answer rate as an
+    outcome of its own.
 
     References
     ----------

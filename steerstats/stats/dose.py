@@ -9,9 +9,16 @@ import pandas as pd
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from steerstats.stats._data import require_columns, response_level
+from steerstats.stats._data import (
+    check_confidence,
+    require_columns,
+    require_metric,
+    response_level,
+)
 
 __all__ = ["DoseResponse", "dose_response"]
+
+_ROUNDOFF = float(np.sqrt(np.finfo(float).eps))
 
 
 @dataclass
@@ -52,9 +59,16 @@ def _cluster_slopes(resp: pd.DataFrame, keys: list[str], confidence: float) -> p
     with np.errstate(divide="ignore", invalid="ignore"):
         agg["slope"] = agg["sxy"] / agg["sxx"]
     d = d.join(agg["slope"], on=keys)
-    d["score"] = d["xc"] * (d["yc"] - d["slope"] * d["xc"])
+    d["resid"] = d["yc"] - d["slope"] * d["xc"]
+    d["score"] = d["xc"] * d["resid"]
+    d["rr"] = d["resid"] ** 2
     meat = (d.groupby([*keys, "cluster"], sort=True, dropna=False)["score"].sum() ** 2)
     agg["meat"] = meat.groupby(level=list(range(len(keys))), dropna=False).sum()
+    # The meat is at most sxx * rss (Cauchy-Schwarz per prompt). Far below that, the per-prompt
+    # sums cancel exactly (e.g. each MMLU question answered alike at every strength) and what
+    # is left is round-off, which would give a tiny spurious SE: make it the exact zero.
+    rss = d.groupby(keys, sort=True, dropna=False)["rr"].sum()
+    agg.loc[agg["meat"] <= _ROUNDOFF**2 * agg["sxx"] * rss, "meat"] = 0.0
     G, N = agg["n_prompts"].astype(float), agg["n"].astype(float)
     with np.errstate(divide="ignore", invalid="ignore"):
         corr = G / (G - 1) * (N - 1) / (N - 2)
@@ -76,7 +90,10 @@ def _dersimonian_laird(y: np.ndarray, v: np.ndarray, confidence: float) -> dict[
     k = len(y)
     w = 1.0 / v
     q = float(np.sum(w * (y - np.sum(w * y) / w.sum()) ** 2))
-    c = float(w.sum() - np.sum(w**2) / w.sum())
+    # c = sum w - sum w^2 / sum w, written with leave-one-out sums: the plain form cancels to
+    # 0 when one weight dwarfs the rest.
+    others = np.array([np.delete(w, i).sum() for i in range(k)])
+    c = float(np.sum(w * others) / w.sum())
     tau2 = max(0.0, (q - (k - 1)) / c)
     w_re = 1.0 / (v + tau2)
     mean = float(np.sum(w_re * y) / w_re.sum())
@@ -90,11 +107,13 @@ def _dersimonian_laird(y: np.ndarray, v: np.ndarray, confidence: float) -> dict[
 def _spread(slopes: pd.DataFrame, keys: list[str], confidence: float) -> pd.DataFrame:
     """Random-effects summary of per-query slopes (DerSimonian-Laird tau^2, t on k-1 df)."""
     rows = []
-    for key, g in slopes.groupby(keys, sort=True, dropna=False):
-        g = g[np.isfinite(g["slope"]) & np.isfinite(g["se"]) & (g["se"] > 0)]
+    for key, everything in slopes.groupby(keys, sort=True, dropna=False):
+        g = everything[np.isfinite(everything["slope"]) & np.isfinite(everything["se"])
+                       & (everything["se"] > 0)]
         row = dict(zip(keys, key, strict=True))
         k = len(g)
         row["n_queries"] = k
+        row["note"] = _spread_note(everything, k)
         row["sd_slopes"] = float(g["slope"].std(ddof=1)) if k > 1 else np.nan
         if k >= 2:
             row.update(_dersimonian_laird(g["slope"].to_numpy(), g["se"].to_numpy() ** 2,
@@ -106,10 +125,28 @@ def _spread(slopes: pd.DataFrame, keys: list[str], confidence: float) -> pd.Data
         row["n_anti_steerable"] = pd.NA if flags.isna().all() else int(flags.fillna(False).sum())
         rows.append(row)
     cols = [*keys, "n_queries", "mean_slope", "se", "ci_low", "ci_high", "sd_slopes", "tau2",
-            "tau", "i2", "n_anti_steerable"]
+            "tau", "i2", "n_anti_steerable", "note"]
     out = pd.DataFrame(rows, columns=cols)
     out["n_anti_steerable"] = out["n_anti_steerable"].astype("Int64")
     return out
+
+
+def _spread_note(slopes: pd.DataFrame, n_usable: int) -> str:
+    """Why a steerability row has fewer queries than slopes, or no spread at all."""
+    parts = []
+    finite = np.isfinite(slopes["slope"]) & np.isfinite(slopes["se"])
+    no_se = int((finite & (slopes["se"] == 0)).sum())
+    no_slope = int((~finite).sum())
+    if no_se:
+        parts.append(f"{no_se} of {len(slopes)} queries left out: their slope has standard "
+                     "error 0 (e.g. each prompt scored alike at every strength)")
+    if no_slope:
+        parts.append(f"{no_slope} of {len(slopes)} queries left out: no finite slope or "
+                     "standard error (one strength or one prompt)")
+    if n_usable < 2:
+        parts.append(f"{n_usable} usable query slope(s): the between-query spread needs two "
+                     "or more, so it is NaN")
+    return "; ".join(parts)
 
 
 def _t_interval(x: np.ndarray, confidence: float) -> tuple[float, float, float]:
@@ -243,13 +280,16 @@ def dose_response(
 
         ``steerability`` (one row per model, method, metric):
 
-        - ``n_queries``; ``mean_slope``, ``se``, ``ci_low``, ``ci_high``: random-effects mean
-          slope over queries (DerSimonian-Laird, t interval on ``n_queries - 1`` df)
+        - ``n_queries``: queries whose slope has a finite, positive standard error (the
+          others are counted in ``note``); ``mean_slope``, ``se``, ``ci_low``, ``ci_high``:
+          random-effects mean slope over them (DerSimonian-Laird, t interval on
+          ``n_queries - 1`` df; NaN with fewer than two)
         - ``sd_slopes``: standard deviation of the estimated per-query slopes
         - ``tau2``, ``tau``: between-query variance (and SD) of true slopes, i.e. the
           steerability variance after removing estimation noise; ``i2``: its share of the
           total variation
         - ``n_anti_steerable``: queries flagged anti-steerable
+        - ``note``: why queries were left out or the spread is NaN (empty when all were used)
 
         ``selection`` (one row per model, method, [query,] metric in {behaviour, coherence}):
 
@@ -276,8 +316,11 @@ def dose_response(
     OLS with ``cov_type="cluster"`` gives (checked in the tests). The steerability summary
     treats per-query slopes as estimates with known variance and fits a random-effects
     meta-analysis (DerSimonian & Laird 1986, tau^2 truncated at zero, t interval on
-    ``n_queries - 1`` df), so ``tau2`` is the random-slope variance across queries. The
-    prompt split is within each query, seeded.
+    ``n_queries - 1`` df), so ``tau2`` is the random-slope variance across queries. A slope
+    whose standard error is 0 (its per-prompt score sums cancel exactly, as when every
+    prompt's metric is the same at all strengths; a value within round-off of 0 counts as 0)
+    has no sampling variance to weight by, so it is left out of that summary and counted in
+    ``note``. The prompt split is within each query, seeded.
 
     References
     ----------
@@ -288,45 +331,44 @@ def dose_response(
 
     Examples
     --------
-    >>> from steerstats.stats._simulate import simulate_scores
-    >>> from steerstats.stats import dose_response
-    >>> scores = simulate_scores(n_queries=5, n_prompts=12, methods=("caa",),
-    ...                          strengths=[0.0, 1.0, 2.0, 3.0], sd_slope=0.4,
-    ...                          metrics={"behavior": 0.3, "coherence": -0.4}, seed=4)
+    >>> import numpy as np, pandas as pd
+    >>> from steerstats.stats import dose_response, simulate_crossed
+    >>> rng = np.random.default_rng(4)
+    >>> sweep = dict(n_queries=5, n_topic=0, n_common=12, n_repeats=1, sd_slope=0.4,
+    ...              strengths=[0.0, 1.0, 2.0, 3.0], seed=rng)
+    >>> scores = pd.concat([simulate_crossed({"caa": 3.0}, metric=m, slope=b, **sweep)
+    ...                     for m, b in (("behavior", 0.3), ("coherence", -0.4))])
     >>> dr = dose_response(scores, coherence_threshold=2.5)
     >>> dr.slopes.loc[dr.slopes.metric == "behavior",
     ...               ["query_id", "slope", "ci_low", "ci_high", "anti_steerable"]].round(2)
        query_id  slope  ci_low  ci_high  anti_steerable
-    0  query-00   0.41    0.25     0.58           False
-    1  query-01   0.27    0.16     0.38           False
-    2  query-02   0.87    0.67     1.06           False
-    3  query-03  -0.40   -0.56    -0.24            True
-    4  query-04   0.45    0.18     0.72           False
+    0  query-00   0.41    0.20     0.63           False
+    1  query-01   0.28    0.14     0.42           False
+    2  query-02   0.86    0.61     1.12           False
+    3  query-03  -0.39   -0.60    -0.18            True
+    4  query-04   0.50    0.14     0.86           False
     >>> dr.steerability[["metric", "mean_slope", "ci_low", "ci_high", "tau"]].round(2)
           metric  mean_slope  ci_low  ci_high   tau
-    0   behavior        0.32   -0.23     0.87  0.43
-    1  coherence       -0.52   -0.90    -0.14  0.29
+    0   behavior        0.33   -0.21     0.86  0.42
+    1  coherence       -0.52   -0.91    -0.14  0.28
     >>> sel = dr.selection[dr.selection.metric == "behavior"]
     >>> sel[["query_id", "chosen_strength", "selection_mean", "estimate"]].round(2)
        query_id  chosen_strength  selection_mean  estimate
-    0  query-00              3.0            3.82      4.47
-    2  query-01              0.0            2.80      2.80
-    4  query-02              2.0            5.67      5.50
-    6  query-03              0.0            3.19      3.14
-    8  query-04              2.0            2.79      1.96
+    0  query-00              2.0            3.69      3.80
+    2  query-01              0.0            2.79      2.70
+    4  query-02              3.0            6.99      5.83
+    6  query-03              0.0            3.23      3.13
+    8  query-04              2.0            2.69      1.50
     """
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be between 0 and 1, got {confidence}")
+    check_confidence(confidence)
     require_columns(scores, {"value": value, "model": model, "method": method,
                              "strength": strength, "query": query, "prompt": prompt,
                              "sample": sample, "metric_column": metric_column})
-    present = list(pd.unique(scores[metric_column].dropna()))
-    if behavior not in present:
-        raise ValueError(f"behavior metric {behavior!r} not found in column {metric_column!r}; "
-                         f"present: {present}; pass behavior=...")
-    if coherence is not None and coherence not in present:
-        raise ValueError(f"coherence metric {coherence!r} not found in column {metric_column!r}; "
-                         f"present: {present}; pass coherence=... or coherence=None")
+    require_metric(scores, behavior, metric_column, role="behavior metric",
+                   fix="pass behavior=...")
+    if coherence is not None:
+        require_metric(scores, coherence, metric_column, role="coherence metric",
+                       fix="pass coherence=... or coherence=None")
     rows = scores[np.isfinite(pd.to_numeric(scores[strength], errors="coerce"))]
     n_str = rows.groupby([model, method])[strength].nunique()
     swept = n_str[n_str >= 2].index

@@ -1,8 +1,11 @@
-"""A small simulated ``scores`` table, so examples and doctests run offline in milliseconds.
+"""Simulated ``scores`` tables, so examples, doctests, tests and benchmarks run offline.
 
-The design mirrors a real steering study at toy scale: queries crossed with shared ("common")
-open prompts, topic prompts nested in their query, MMLU questions shared by every query, judge
-repeats, and unparsed answers (NaN with a reason, never a made-up score).
+``example_scores`` mirrors a real steering study at toy scale: queries crossed with shared
+("common") open prompts, topic prompts nested in their query, MMLU questions shared by every
+query, judge repeats, and unparsed answers (NaN with a reason, never a made-up score).
+``simulate_crossed`` draws one metric from a crossed random-effects model with known means
+(optionally several models, a strength sweep and 1-5 rounding): the truth that coverage,
+power and model-fitting checks compare against.
 """
 
 from __future__ import annotations
@@ -192,9 +195,7 @@ def example_scores(
             )
             frames.append(frame)
     out = pd.concat(frames, ignore_index=True)
-    ident = zip(out["model"], out["method"], out["strength"], out["query_id"], out["prompt_id"],
-                strict=True)
-    out["key"] = [hashlib.sha256(repr(t).encode()).hexdigest()[:16] for t in ident]
+    out["key"] = _response_keys(out, _RESPONSE[:-1])  # one sample per prompt here
     return out[list(SCORE_COLUMNS)]
 
 
@@ -209,19 +210,25 @@ def simulate_crossed(
     n_queries: int = 14,
     n_topic: int = 10,
     n_common: int = 20,
+    n_samples: int = 1,
     n_repeats: int = 3,
-    model: str = "model",
+    model: str | Mapping[str, float] = "model",
     metric: str = "behavior",
+    strengths: Sequence[float] | None = None,
+    slope: float = 0.0,
+    sd_slope: float = 0.0,
+    discrete: bool = False,
     seed: int | np.random.Generator | None = 0,
 ) -> pd.DataFrame:
     """Simulate one metric from a crossed random-effects model with known population means.
 
-    ``value = means[method] + query + prompt + query:method + response + repeat`` with
-    independent normal terms of the given SDs. Each query has ``n_topic`` nested prompts and
-    all queries share ``n_common`` prompts; each response is rated ``n_repeats`` times. Values
-    are not rounded, so the mean over new queries and prompts of each method is exactly
-    ``means[method]``: the truth against which interval coverage is checked
-    (``benchmarks/coverage.py``).
+    ``value = means[method] + model shift + strength * (slope + query slope) + query + prompt
+    + query:method + response + repeat`` with independent normal terms of the given SDs. Each
+    query has ``n_topic`` nested prompts and all queries share ``n_common`` prompts; every
+    (model, method, strength, query, prompt, sample) response is rated ``n_repeats`` times.
+    Unless ``discrete``, values are not rounded, so the mean over new queries and prompts of
+    each method is exactly ``means[method]`` (plus the model's shift and ``strength * slope``):
+    the truth against which interval coverage is checked (``benchmarks/coverage.py``).
 
     Parameters
     ----------
@@ -229,18 +236,29 @@ def simulate_crossed(
         Population mean per method (default control 2.0, prompt 3.0, steer 3.5).
     sd_query, sd_prompt, sd_query_method, sd_response, sd_repeat : float
         SDs of the query, prompt, query x method, response and judge-repeat terms.
-    n_queries, n_topic, n_common, n_repeats : int
-        Design sizes.
-    model, metric : str
-        Values of the ``model`` and ``metric`` columns.
+    n_queries, n_topic, n_common, n_samples, n_repeats : int
+        Design sizes (``n_samples`` responses per model, method, strength, query and prompt).
+    model : str or mapping of str to float
+        Value of the ``model`` column, or several models, each with a shift added to its values.
+    metric : str
+        Value of the ``metric`` column. For a table of several metrics, concatenate one call per
+        metric, passing one ``numpy.random.Generator`` as ``seed`` so their effects differ.
+    strengths : sequence of float, optional
+        Run every method at each strength (a sweep); default: ``strength`` NaN, no sweep.
+    slope, sd_slope : float
+        With ``strengths``: mean slope of the metric on strength and the SD of the per-query
+        deviations from it (how steerability differs by query).
+    discrete : bool
+        Round and clip values to the judges' 1-5 scale.
     seed : int, numpy.random.Generator or None
         Seed of the simulation.
 
     Returns
     -------
     pandas.DataFrame
-        Tidy scores (``SCORE_COLUMNS``), one row per rating, ordered by method (in the order
-        of ``means``), query, prompt (topic prompts first) and repeat.
+        Tidy scores (``SCORE_COLUMNS``), one row per rating, ordered by model, method (in the
+        order of ``means``), strength, query, prompt (topic prompts first), sample and repeat.
+        Ratings of one response share its ``key``; the rater is ``"simulated-judge"``.
 
     Examples
     --------
@@ -252,8 +270,16 @@ def simulate_crossed(
     [1.77, 3.0, 3.33]
     """
     arms = dict(means) if means is not None else {"control": 2.0, "prompt": 3.0, "steer": 3.5}
-    if n_queries < 1 or n_topic < 0 or n_common < 0 or n_topic + n_common < 1 or n_repeats < 1:
-        raise ValueError("simulate_crossed needs n_queries, n_repeats and some prompts >= 1")
+    shifts = {model: 0.0} if isinstance(model, str) else dict(model)
+    levels = np.asarray([np.nan] if strengths is None else list(strengths), dtype=float)
+    if (n_queries < 1 or n_topic < 0 or n_common < 0 or n_topic + n_common < 1
+            or n_samples < 1 or n_repeats < 1):
+        raise ValueError(
+            "simulate_crossed needs n_queries, n_samples, n_repeats and some prompts >= 1")
+    if not arms or not shifts:
+        raise ValueError("simulate_crossed needs at least one method (means) and one model")
+    if strengths is not None and (levels.size == 0 or not np.isfinite(levels).all()):
+        raise ValueError(f"strengths must be finite numbers, got {list(strengths)}")
     rng = np.random.default_rng(seed)
     n_m, n_q, n_p = len(arms), n_queries, n_topic + n_common
     u_q = rng.normal(0.0, sd_query, n_q)
@@ -261,31 +287,52 @@ def simulate_crossed(
     v_common = rng.normal(0.0, sd_prompt, n_common)
     v = np.concatenate([v_topic, np.broadcast_to(v_common, (n_q, n_common))], axis=1)
     w = rng.normal(0.0, sd_query_method, (n_m, n_q))
+    # Axes: model, method, strength, query, prompt (then sample, repeat).
+    dose = np.zeros((1, 1, 1, n_q, 1))
+    if strengths is not None:
+        query_slopes = slope + rng.normal(0.0, sd_slope, n_q)
+        dose = levels[None, None, :, None, None] * query_slopes[None, None, None, :, None]
     mu = np.fromiter(arms.values(), dtype=float, count=n_m)
-    cell = mu[:, None, None] + u_q[None, :, None] + v[None, :, :] + w[:, :, None]
-    response = cell + rng.normal(0.0, sd_response, cell.shape)
-    value = response[..., None] + rng.normal(0.0, sd_repeat, (*cell.shape, n_repeats))
-    qids = np.array([f"query-{i:02d}" for i in range(n_q)])
+    shift = np.fromiter(shifts.values(), dtype=float, count=len(shifts))
+    cell = (shift[:, None, None, None, None] + mu[None, :, None, None, None] + dose
+            + u_q[None, None, None, :, None] + v[None, None, None, :, :]
+            + w[None, :, None, :, None])
+    cell = np.broadcast_to(cell, (len(shifts), n_m, len(levels), n_q, n_p))
+    response = cell[..., None] + rng.normal(0.0, sd_response, (*cell.shape, n_samples))
+    value = response[..., None] + rng.normal(0.0, sd_repeat, (*response.shape, n_repeats))
+    if discrete:
+        value = np.clip(np.rint(value), 1, 5)
+    qids = np.array([f"query-{i:02d}" for i in range(n_q)], dtype=object)
     pids = np.array(
         [[f"query-{i:02d}/topic-{k:02d}" for k in range(n_topic)]
-         + [f"common-{k:02d}" for k in range(n_common)] for i in range(n_q)]
+         + [f"common-{k:02d}" for k in range(n_common)] for i in range(n_q)], dtype=object
     ).reshape(n_q, n_p)
-    mi, qi, pi, ri = np.indices(value.shape).reshape(4, -1)
+    di, mi, si, qi, pi, ni, ri = np.indices(value.shape).reshape(7, -1)
     out = pd.DataFrame(
         {
-            "model": model,
-            "method": np.array(list(arms))[mi],
-            "strength": np.nan,
+            "model": np.array(list(shifts), dtype=object)[di],
+            "method": np.array(list(arms), dtype=object)[mi],
+            "strength": levels[si],
             "query_id": qids[qi],
             "prompt_set": "open",
             "prompt_id": pids[qi, pi],
-            "sample": 0,
+            "sample": ni,
             "metric": metric,
             "rater": "simulated-judge",
             "repeat": ri,
             "value": value.reshape(-1),
-            "key": "",
             "reason": "",
         }
     )
+    out["key"] = np.repeat(_response_keys(out.iloc[::n_repeats], _RESPONSE), n_repeats)
     return out[list(SCORE_COLUMNS)]
+
+
+_RESPONSE = ("model", "method", "strength", "query_id", "prompt_id", "sample")
+
+
+def _response_keys(rows: pd.DataFrame, columns: Sequence[str]) -> list[str]:
+    """A stable key per row from the columns that identify its response, as a generation key
+    does in collected data."""
+    ident = zip(*(rows[c] for c in columns), strict=True)
+    return [hashlib.sha256(repr(t).encode()).hexdigest()[:16] for t in ident]

@@ -23,7 +23,12 @@ from statsmodels.stats.multitest import multipletests
 from threadpoolctl import threadpool_limits
 
 from steerstats.errors import PrerequisiteError
-from steerstats.stats._data import require_columns, response_level
+from steerstats.stats._data import (
+    check_confidence,
+    require_columns,
+    require_metric,
+    response_level,
+)
 
 __all__ = ["ConvergenceError", "MixedModelResult", "mixed_model"]
 
@@ -632,7 +637,7 @@ def mixed_model(
     and ``y'y``, and eliminating the factor with most levels (usually prompts) first, since its
     block of ``Z'Z`` is diagonal; its cost grows with the number of random-effect levels, not
     rows, and it is exact for unbalanced data too. 23,940 response-level rows (14 queries x
-    171 prompts x 5 methods x 2 models) take about 1.5 s and 240 MB
+    171 prompts x 5 methods x 2 models) take 0.7-1.6 s (by machine load) and 240 MB
     (``benchmarks/stats_speed_mixed.py``); statsmodels' one-group ``MixedLM`` needs minutes
     there, because it works with the dense n x q random-effects matrix.
 
@@ -657,43 +662,38 @@ def mixed_model(
 
     Examples
     --------
-    >>> from steerstats.stats._simulate import simulate_scores
-    >>> from steerstats.stats import mixed_model
-    >>> scores = simulate_scores(n_queries=8, n_prompts=12, n_repeats=2,
-    ...                          method_effects={"prompt": 0.4, "steer": 0.8}, seed=1)
+    >>> from steerstats.stats import mixed_model, simulate_crossed
+    >>> scores = simulate_crossed({"control": 3.0, "prompt": 3.3, "steer": 3.8}, n_queries=8,
+    ...                           n_topic=2, n_common=6, n_repeats=2, seed=1)
     >>> fit = mixed_model(scores, "behavior")
     >>> fit.variance_components.round(2)
               group  variance    sd  n_levels
-    0         query      0.14  0.38       8.0
-    1        prompt      0.06  0.25      12.0
-    2  query:method      0.12  0.35      24.0
-    3      residual      0.40  0.63       NaN
+    0         query      0.05  0.23       8.0
+    1        prompt      0.22  0.47      22.0
+    2  query:method      0.13  0.36      24.0
+    3      residual      0.70  0.83       NaN
     >>> fit.emm[["method", "estimate", "ci_low", "ci_high"]].round(2)
         method  estimate  ci_low  ci_high
-    0  control      3.08    2.65     3.52
-    1   prompt      3.37    2.93     3.80
-    2    steer      3.61    3.18     4.05
+    0  control      2.95    2.51     3.39
+    1   prompt      3.09    2.65     3.54
+    2    steer      3.64    3.20     4.09
     >>> fit.contrasts("control")[["method", "estimate", "df", "p_holm"]].round(3)
        method  estimate    df  p_holm
-    0  prompt     0.285  14.0   0.169
-    1   steer     0.531  14.0   0.034
+    0  prompt     0.143  14.0   0.551
+    1   steer     0.693  14.0   0.021
     """
     if engine not in ("numpy", "statsmodels", "lme4"):
         raise ValueError(f"engine must be 'numpy', 'statsmodels' or 'lme4', got {engine!r}")
     if ddf not in ("satterthwaite", "query"):
         raise ValueError(f"ddf must be 'satterthwaite' or 'query', got {ddf!r}")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be between 0 and 1, got {confidence}")
+    check_confidence(confidence)
     require_columns(
         scores,
         {"value": value, "model": model, "method": method, "query": query, "prompt": prompt,
          "sample": sample, "strength": strength, "metric_column": metric_column},
     )
     rows = scores[scores[metric_column] == metric]
-    if rows.empty:
-        present = sorted(map(str, scores[metric_column].dropna().unique()))
-        raise ValueError(
-            f"metric {metric!r} not found in column {metric_column!r}; present: {present}")
+    require_metric(scores, metric, metric_column)
     if strength is not None:
         n_str = rows.groupby([model, method])[strength].nunique(dropna=True)
         several = n_str[n_str > 1]

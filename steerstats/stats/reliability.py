@@ -11,7 +11,7 @@ import krippendorff
 import numpy as np
 import pandas as pd
 
-from steerstats.stats._data import numeric_values, require_columns
+from steerstats.stats._data import numeric_values, require_columns, require_metric
 
 __all__ = ["reliability"]
 
@@ -277,24 +277,23 @@ def reliability(
 
     Examples
     --------
-    >>> from steerstats.stats._simulate import simulate_scores
-    >>> from steerstats.stats import reliability
-    >>> scores = simulate_scores(n_queries=6, n_prompts=10, n_repeats=3, discrete=True,
-    ...                          sd_judge=0.5, seed=2)
+    >>> from steerstats.stats import reliability, simulate_crossed
+    >>> scores = simulate_crossed(n_queries=6, n_topic=0, n_common=10, n_repeats=3,
+    ...                           discrete=True, seed=2)
     >>> rel = reliability(scores, n_boot=200)
     >>> rel[["statistic", "estimate", "ci_low", "ci_high", "n_targets"]].round(2)
                    statistic  estimate  ci_low  ci_high  n_targets
-    0                   ICC1      0.65    0.58     0.72        180
-    1                   ICC2      0.65    0.58     0.72        180
-    2                   ICC3      0.65    0.58     0.72        180
-    3                  ICC1k      0.85    0.81     0.88        180
-    4                  ICC2k      0.85    0.81     0.88        180
-    5                  ICC3k      0.85    0.80     0.88        180
-    6          alpha_ordinal      0.63    0.54     0.69        180
-    7         alpha_interval      0.65    0.56     0.71        180
-    8          alpha_nominal      0.27    0.19     0.33        180
-    9        exact_agreement      0.47    0.42     0.52        180
-    10  within_one_agreement      0.94    0.92     0.96        180
+    0                   ICC1      0.83    0.79     0.87        180
+    1                   ICC2      0.83    0.79     0.87        180
+    2                   ICC3      0.83    0.79     0.87        180
+    3                  ICC1k      0.94    0.92     0.95        180
+    4                  ICC2k      0.94    0.92     0.95        180
+    5                  ICC3k      0.94    0.92     0.95        180
+    6          alpha_ordinal      0.82    0.76     0.86        180
+    7         alpha_interval      0.83    0.78     0.87        180
+    8          alpha_nominal      0.47    0.41     0.55        180
+    9        exact_agreement      0.59    0.54     0.64        180
+    10  within_one_agreement      0.95    0.93     0.97        180
     """
     by_cols = _as_list(by)
     occ_cols = list(occasions)
@@ -337,9 +336,7 @@ def reliability(
     else:
         chosen = _as_list(metrics)
         for m in chosen:
-            if m not in present:
-                raise ValueError(
-                    f"metric {m!r} not found in column {metric_column!r}; present: {present}")
+            require_metric(data, m, metric_column)
             if occ_per_metric[m] < 2:
                 raise ValueError(f"metric {m!r} has a single rating occasion; reliability needs "
                                  "judge repeats or several judges")

@@ -1,0 +1,91 @@
+"""Print collection plans, run summaries and status in the terminal (rich tables)."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from steerstats.collect import DryRunReport, RunSummary, StatusReport
+
+__all__ = ["console", "print_estimate", "print_status", "print_summary"]
+
+_LEFT = ("model", "method", "stage")
+
+
+def console(stderr: bool = False) -> Console:
+    """A console as wide as the terminal, or 140 columns when output is not a terminal."""
+    c = Console(stderr=stderr)
+    return c if c.is_terminal else Console(stderr=stderr, width=140)
+
+
+def _usd(x: float | None) -> str:
+    return "unknown" if x is None or (isinstance(x, float) and math.isnan(x)) else f"${x:,.4f}"
+
+
+def _table(title: str, columns: tuple[str, ...]) -> Table:
+    """A table whose model, method and stage columns are left-aligned, the rest right."""
+    t = Table(title=title)
+    for col in columns:
+        t.add_column(col, justify="left" if col in _LEFT else "right")
+    return t
+
+
+def print_estimate(out: Console, rep: DryRunReport) -> None:
+    """The dry run's plan: tasks, cached results, calls, tokens and cost per model x method."""
+    t = _table(f"dry run: {rep.generations} generation tasks, {rep.judgements} judge tasks",
+               ("model", "method", "stage", "tasks", "cached", "to run", "calls",
+                "in tokens~", "out tokens<=", "cost~"))
+    for r in [*rep.rows, rep.totals()]:
+        t.add_row(r.model, r.method, r.stage, str(r.tasks), str(r.cached), str(r.to_run),
+                  str(r.calls), f"{r.input_tokens:,}", f"{r.output_tokens:,}", _usd(r.cost_usd))
+    out.print(t)
+    out.print("Input tokens are estimated at ~4 characters per token; output is counted at "
+              "max_tokens (an upper bound); retries are not included.")
+    if rep.unresolved_units:
+        out.print(f"{rep.unresolved_units} method resolution(s) still need backend calls; their "
+                  "tasks are counted but their resolution calls are not.")
+
+
+def print_summary(out: Console, s: RunSummary) -> None:
+    """What a collect run did: new, cached and failed tasks, calls, spend, what is left."""
+    t = Table(title="collect summary")
+    for col in ("", "total", "cached before", "new", "failed", "not run (budget)", "blocked"):
+        t.add_column(col, justify="right" if col else "left")
+    t.add_row("generations", str(s.generations), str(s.cached_generations),
+              str(s.new_generations), str(s.failed_generations), "", "")
+    t.add_row("judgements", str(s.judgements), str(s.cached_judgements), str(s.new_judgements),
+              str(s.failed_judgements), "", str(s.blocked_judgements))
+    out.print(t)
+    rate = s.calls / s.elapsed_s if s.elapsed_s > 0 else 0.0
+    out.print(f"calls {s.calls} (retries {s.retries}), {rate:.1f} calls/s over {s.elapsed_s:.1f}s; "
+              f"this run {_usd(s.cost_usd)}, experiment total {_usd(s.spent_usd)}")
+    if s.budget_pending:
+        out.print(f"[yellow]{s.budget_pending} task(s) not run[/]: {s.budget_note}")
+    if s.unresolved:
+        out.print(f"[yellow]{s.unresolved} task(s) wait on a method resolution that failed[/] "
+                  "(see `steerstats status`)")
+    if s.failed_generations or s.failed_judgements:
+        out.print("[yellow]some tasks failed[/]: re-run to retry them; "
+                  "`steerstats status` shows the errors")
+    elif s.complete:
+        out.print("[green]complete[/]: every task has a result")
+
+
+def print_status(out: Console, rep: StatusReport, title: str, errors: int) -> None:
+    """Done / failed / pending per model x method x stage, spend, and the first ``errors``
+    recorded failures."""
+    t = _table(title, ("model", "method", "stage", "done", "failed", "pending", "spend"))
+    for r in rep.rows:
+        t.add_row(r.model, r.method, r.stage, str(r.done), str(r.failed), str(r.pending),
+                  _usd(r.spend_usd))
+    out.print(t)
+    out.print(f"spent {_usd(rep.spent_usd)} over {rep.calls} calls (results, failed attempts "
+              "and method resolutions)")
+    for f in rep.failures[:errors]:
+        out.print(f"[red]{f.get('kind')}[/] {f.get('detail')}: {f.get('error')}")
+    if len(rep.failures) > errors:
+        out.print(f"... and {len(rep.failures) - errors} more failure(s)")
