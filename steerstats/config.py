@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -114,7 +115,9 @@ class MethodSpec(_Spec):
 
     name: str
     label: str | None = None
-    strengths: tuple[float, ...] | None = None
+    # `strength_scale` is the name Goodfire feature-edit sweeps use for the same list.
+    strengths: tuple[float, ...] | None = Field(
+        default=None, validation_alias=AliasChoices("strengths", "strength_scale"))
     params: dict[str, Any] = Field(default_factory=dict)
 
     @property

@@ -86,8 +86,11 @@ def test_unknown_method_lists_valid_methods(tmp_path: Path) -> None:
 
 def test_unknown_method_parameter_is_an_error(tmp_path: Path) -> None:
     text = MINIMAL + '\n[[methods]]\nname = "prompt"\nparams = { templat = "x {query}" }\n'
-    with pytest.raises(ConfigError, match=r"methods\[1\]\.params: .*unknown parameter.*'templat'"
-                                          r".*accepted: template"):
+    with pytest.raises(
+        ConfigError,
+        match=r"methods\[1\]\.params: .*unknown parameter.*'templat'"
+        r".*accepted: template",
+    ):
         parse_config(text, "exp.toml")
 
 
@@ -103,6 +106,23 @@ def test_strengths_on_a_method_without_strength() -> None:
         parse_config(text, "exp.toml")
 
 
+def test_strength_scale_is_the_feature_edit_name_for_strengths() -> None:
+    base = MINIMAL.replace(
+        'name = "control"',
+        'name = "features"\nparams = { edits = [{ index = 1234, value = 0.4 }] }',
+    )
+    cfg = parse_config(
+        base.replace("value = 0.4 }] }", "value = 0.4 }] }\nstrength_scale = [0, 0.5, 1]"),
+        "exp.toml",
+    )
+    assert cfg.methods[0].strengths == (0.0, 0.5, 1.0)
+    both = base.replace(
+        "value = 0.4 }] }", "value = 0.4 }] }\nstrengths = [1]\nstrength_scale = [2]"
+    )
+    with pytest.raises(ConfigError, match=r"methods\[0\]\.strength_scale: unknown key"):
+        parse_config(both, "exp.toml")  # one list, under either name
+
+
 def test_missing_field_names_its_path() -> None:
     text = MINIMAL.replace('model = "m1"', "")
     with pytest.raises(ConfigError, match=r"exp\.toml: models\[0\]\.model: required field missing"):
@@ -112,8 +132,8 @@ def test_missing_field_names_its_path() -> None:
 @pytest.mark.parametrize(
     ("snippet", "where", "key"),
     [
-        ('\n[extras]\nx = 1\n', "extras", "extras"),
-        ('\n[sampling]\ntemprature = 0.5\n', r"sampling\.temprature", "temprature"),
+        ("\n[extras]\nx = 1\n", "extras", "extras"),
+        ("\n[sampling]\ntemprature = 0.5\n", r"sampling\.temprature", "temprature"),
         ('\n[[judges]]\nname = "x"\nrepeat = 2\n', r"judges\[0\]\.repeat", "repeat"),
     ],
 )
@@ -147,8 +167,9 @@ def test_unknown_backend_and_judge() -> None:
 
 def test_credentials_are_refused_in_the_file() -> None:
     text = MINIMAL.replace('model = "m1"', 'model = "m1"\noptions = { api_key = "sk-x" }')
-    with pytest.raises(ConfigError,
-                       match=r"models\[0\]\.options: .*api_key not allowed.*environment"):
+    with pytest.raises(
+        ConfigError, match=r"models\[0\]\.options: .*api_key not allowed.*environment"
+    ):
         parse_config(text, "exp.toml")
 
 
