@@ -216,8 +216,13 @@ def _reliability(
 ) -> pd.DataFrame:
     """Reliability of the repeatedly judged ``metrics``, overall (``method`` empty) and per
     method, in one table."""
-    overall = stats.reliability(scores, metrics=metrics, n_boot=n_boot, seed=seed)
-    per_method = stats.reliability(scores, "method", metrics=metrics, n_boot=n_boot, seed=seed)
+    # A judged item is a response *for a query*: identical requests (e.g. control, which ignores
+    # the query) share one generation key but are judged once per query.
+    targets = ["key", "query_id"]
+    overall = stats.reliability(scores, metrics=metrics, targets=targets, n_boot=n_boot, seed=seed)
+    per_method = stats.reliability(
+        scores, "method", metrics=metrics, targets=targets, n_boot=n_boot, seed=seed
+    )
     overall.insert(0, "method", np.nan)
     return pd.concat([overall, per_method], ignore_index=True)
 

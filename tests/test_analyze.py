@@ -112,3 +112,22 @@ def test_a_failing_analysis_is_reported_not_fatal(scores: pd.DataFrame,
     reasons = dict(zip(tables["skipped"]["analysis"], tables["skipped"]["reason"], strict=True))
     assert reasons == {"dose_response": "failed: ZeroDivisionError: float division by zero"}
     assert "summary" in tables and "dose_response" not in tables
+
+
+def test_reliability_targets_a_shared_response_once_per_query() -> None:
+    # A control request ignores the query, so the collector makes it once and every query's
+    # judge rates that same generation (one key) against its own query.
+    scores = example_scores(seed=2, n_queries=3, n_mmlu=0, n_repeats=2)
+    control = scores["method"] == "control"
+    scores.loc[control, "key"] = (
+        "ctrl-" + scores.loc[control, "model"] + scores.loc[control, "prompt_id"]
+    )
+    assert scores[control].duplicated(["key", "metric", "rater", "repeat"]).any()
+    tables = analyze((None, scores), n_boot=100)
+    assert "reliability" not in set(tables["skipped"]["analysis"])
+    overall = tables["reliability"][tables["reliability"]["method"].isna()]
+    n_targets = scores.groupby("metric")[["key", "query_id"]].apply(
+        lambda g: len(g.drop_duplicates()))
+    icc2 = overall[overall["statistic"] == "ICC2"].set_index("metric")
+    counted = icc2["n_targets"] + icc2["n_targets_dropped"]  # dropped: an unparsed rating
+    assert counted.to_dict() == {m: n_targets[m] for m in icc2.index}
