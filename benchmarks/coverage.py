@@ -24,14 +24,12 @@ Run: PYTHONPATH=. python benchmarks/coverage.py [--n-sims 1000] [--n-sims-noise 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _machine import write_result
 from scipy import stats as sps
 
 from steerstats.stats import (
@@ -189,14 +187,8 @@ def main() -> int:
         },
         "results": pd.concat(tables).to_dict(orient="records"),
         "runtime_s": runtimes,
-        "python": sys.version.split()[0],
-        "numpy": np.__version__,
-        "pandas": pd.__version__,
-        "machine": platform.machine(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, payload)
     return 0 if passed else 1
 
 

@@ -13,17 +13,15 @@ Run: PYTHONPATH=. python benchmarks/stats_speed.py
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _machine import write_result
 
 from steerstats.stats import cluster_bootstrap, paired_contrasts, summarize
 from steerstats.stats._data import response_level
@@ -124,14 +122,8 @@ def main() -> int:
         "timings": timings,
         "cpu_count": os.cpu_count(),
         "load_average_1_5_15": list(load),
-        "python": sys.version.split()[0],
-        "numpy": np.__version__,
-        "pandas": pd.__version__,
-        "machine": platform.machine(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, payload)
     return 0 if passed else 1
 
 

@@ -72,6 +72,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+TaskT = TypeVar("TaskT", "GenerationTask", "JudgeTask")
 
 # Rough size of a rubric judge's instructions, for dry-run estimates only.
 _JUDGE_TEMPLATE_TOKENS = 400
@@ -642,6 +643,18 @@ class _Runner:
         self.advance(1)
 
 
+def _distinct_keys(tasks: Sequence[TaskT], cache: Any) -> list[tuple[TaskT, bool]]:
+    """Each resolved key once (identical requests share one), with whether it is cached."""
+    seen: set[str] = set()
+    out: list[tuple[TaskT, bool]] = []
+    for t in tasks:
+        if t.key is None or t.key in seen:
+            continue
+        seen.add(t.key)
+        out.append((t, t.key in cache))
+    return out
+
+
 async def run(p: Plan, *, progress: bool = True, console: Any = None) -> RunSummary:
     """Execute every task of ``p`` the cache does not hold; return what happened."""
     from rich.progress import (
@@ -657,35 +670,26 @@ async def run(p: Plan, *, progress: bool = True, console: Any = None) -> RunSumm
     summary = RunSummary(unresolved=sum(1 for g in p.generations if g.key is None))
     t0 = time.perf_counter()
 
-    lookups = 0
     pending_gens: dict[str, GenerationTask] = {}
-    seen_gens: set[str] = set()
-    for g in p.generations:
-        if g.key is None or g.key in seen_gens:
-            continue
-        seen_gens.add(g.key)
-        lookups += 1
-        if g.key in cache:
+    gens = _distinct_keys(p.generations, cache)
+    for g, cached in gens:
+        if cached:
             summary.cached_generations += 1
         else:
-            pending_gens[g.key] = g
-    summary.generations = len(seen_gens)
+            pending_gens[g.key] = g  # type: ignore[index]
+    summary.generations = len(gens)
     judges_after: dict[str, list[JudgeTask]] = {k: [] for k in pending_gens}
     ready_judges: list[JudgeTask] = []
-    seen_judges: set[str] = set()
-    for j in p.judgements:
-        if j.key is None or j.key in seen_judges:
-            continue
-        seen_judges.add(j.key)
-        lookups += 1
-        if j.key in cache:
+    judgements = _distinct_keys(p.judgements, cache)
+    for j, cached in judgements:
+        if cached:
             summary.cached_judgements += 1
         elif j.generation.key in judges_after:
             judges_after[j.generation.key].append(j)
         else:
             ready_judges.append(j)
-    summary.judgements = len(seen_judges)
-    summary.lookups = lookups
+    summary.judgements = len(judgements)
+    summary.lookups = len(gens) + len(judgements)
     summary.lookup_s = time.perf_counter() - t0
     summary.unresolved += sum(1 for j in p.judgements if j.key is None)
 

@@ -168,21 +168,6 @@ def _coerce(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-def _judge_score(raw: Any) -> tuple[float, str | None]:
-    """A seed-study judge cell: an integer 1-5, or NaN with the reason (the 0s are unparsed)."""
-    if raw is None or (isinstance(raw, float) and math.isnan(raw)):
-        return math.nan, "missing in source"
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        return math.nan, f"unparsed: judge score {raw!r} is not a number"
-    low, high = JUDGE_SCALE
-    if not value.is_integer() or not low <= value <= high:
-        shown = int(value) if value.is_integer() else value
-        return math.nan, f"unparsed: judge score {shown} is outside {low}-{high}"
-    return value, None
-
-
 # --------------------------------------------------------------------------- seed study
 
 SEED_STUDY_ALIASES: dict[str, str] = {
@@ -411,7 +396,7 @@ def _import_seed_file(
             }
         )
         for metric in ("behavior", "coherence"):
-            value, reason = _judge_score(rec[metric])
+            value, reason = _value(rec[metric], JUDGE_SCALE, "judge score", integer=True)
             scores.append(
                 {
                     **base,
@@ -785,20 +770,22 @@ def _int_column(series: pd.Series, name: str, label: str) -> pd.Series:
 
 
 def _value(
-    raw: Any, metric: str, scale: Mapping[str, tuple[float, float]]
+    raw: Any, scale: tuple[float, float] | None, what: str = "value", integer: bool = False
 ) -> tuple[float, str | None]:
+    """A source cell as a score: a number within ``scale`` (and whole, if ``integer``), or NaN
+    with the reason ("missing in source", or "unparsed: ..." for anything else)."""
     if raw is None or (isinstance(raw, float) and math.isnan(raw)):
         return math.nan, "missing in source"
     try:
         value = float(raw)
     except (TypeError, ValueError):
-        return math.nan, f"unparsed: value {raw!r} is not a number"
+        return math.nan, f"unparsed: {what} {raw!r} is not a number"
     if math.isnan(value):
         return math.nan, "missing in source"
-    if metric in scale:
-        low, high = scale[metric]
-        if not low <= value <= high:
-            return math.nan, f"unparsed: value {value:g} is outside {low:g}-{high:g}"
+    if scale is not None:
+        low, high = scale
+        if (integer and not value.is_integer()) or not low <= value <= high:
+            return math.nan, f"unparsed: {what} {value:g} is outside {low:g}-{high:g}"
     return value, None
 
 
@@ -831,7 +818,9 @@ def _scores(
         long["_reason"] = frame["reason"].to_numpy() if "reason" in frame else np.nan
     else:
         return _frame([], SCORE_COLUMNS)
-    parsed = [_value(v, str(m), scale) for v, m in zip(long["_raw"], long["metric"], strict=True)]
+    parsed = [
+        _value(v, scale.get(str(m))) for v, m in zip(long["_raw"], long["metric"], strict=True)
+    ]
     long["value"] = [v for v, _ in parsed]
     long["reason"] = [
         given if isinstance(given, str) and given else why
