@@ -102,7 +102,7 @@ def _from_records(cfg: Any) -> tuple[float, float]:
     """(mean seconds per call as the collector saw it, calls/s from first result to last)."""
     from datetime import datetime
 
-    from steerstats.cache import Cache
+    from steerstats.collect.cache import Cache
 
     with Cache(cfg.cache_path) as cache:
         recs = [r for r in cache.results() if r.get("calls")]

@@ -97,7 +97,7 @@ def collect(
     requested again. The budget in the experiment file covers the whole experiment.
     """
     from steerstats import collect as col
-    from steerstats.collect_print import console, print_estimate, print_summary
+    from steerstats.collect.printing import console, print_estimate, print_summary
     from steerstats.config import load_config
 
     cfg = load_config(config)
@@ -130,7 +130,7 @@ def status(
     Counted per stage (generate, judge); the first --errors recorded failures are shown.
     """
     from steerstats import collect as col
-    from steerstats.collect_print import console, print_status
+    from steerstats.collect.printing import console, print_status
     from steerstats.config import load_config
 
     rep = col.status(load_config(config), limit_queries=limit_queries, limit_prompts=limit_prompts)
@@ -150,8 +150,8 @@ def export(
     Also copies the experiment file. generations and scores follow steerstats.schema; failed
     and pending tasks are rows too (error / reason set), so nothing silently disappears.
     """
+    from steerstats.collect.export import export as do_export
     from steerstats.config import load_config
-    from steerstats.tidy import export as do_export
 
     if fmt not in ("parquet", "csv"):
         raise typer.BadParameter("must be parquet or csv", param_hint="--format")
@@ -234,8 +234,8 @@ def analyze(
 
     Tables are written as CSV and JSON; the main ones are printed.
     """
-    from steerstats.analysis_print import print_tables
-    from steerstats.analyze import analyze_results
+    from steerstats.analysis.analyze import analyze_results
+    from steerstats.analysis.printing import print_tables
 
     target = Path(out) if out is not None else Path(results) / "analysis"
     tables = analyze_results(results, out=target, n_boot=n_boot, seed=seed)
@@ -248,8 +248,8 @@ def summary(results: _Results) -> None:
     """Each metric's mean and n per model x method x strength (no inference: see analyze)."""
     import pandas as pd
 
-    from steerstats.summary import summary_table
-    from steerstats.tidy import read_results
+    from steerstats.analysis.summary import summary_table
+    from steerstats.results import read_results
 
     table = summary_table(read_results(results).scores)
     with pd.option_context("display.max_rows", None, "display.width", 120):

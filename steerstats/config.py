@@ -30,8 +30,8 @@ from pydantic import (
 )
 
 from steerstats.backends.base import SECRET_OPTION_NAMES
-from steerstats.cache import cache_key
 from steerstats.errors import ConfigError, SteerstatsError
+from steerstats.keys import cache_key
 
 __all__ = [
     "BudgetSpec",

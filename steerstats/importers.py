@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from steerstats.datasets import normalize_text, parse_answer, slugify
-from steerstats.datasets._seed_design import SeedDesign, folder_seed_design, shipped_seed_design
+from steerstats.datasets.seed_design import SeedDesign, folder_seed_design, shipped_seed_design
 from steerstats.errors import DataError
 from steerstats.schema import AUTO_RATER, GENERATION_COLUMNS, SCORE_COLUMNS
 
@@ -92,7 +92,7 @@ class ImportResult:
     def write(self, out_dir: str | Path, fmt: str = "parquet") -> Path:
         """Write a results directory: the tidy tables, ``manifest.json`` (what was read, with
         which options, what could not be placed) and ``unmatched.csv`` / ``import_notes.csv``."""
-        from steerstats.tidy import package_versions, write_results
+        from steerstats.results import package_versions, write_results
 
         unparsed = self.scores["value"].isna() & self.scores["reason"].fillna("").str.startswith(
             "unparsed"

@@ -1,8 +1,9 @@
 """Altair chart builders for the analysis tables (as pingouin's plots return an ``ax``).
 
-Each builder takes a table produced by ``steerstats.stats`` (or ``steerstats.describe``), checks
-the columns it draws, and returns an Altair chart. Nothing here computes a statistic: estimates,
-intervals, p-values and Pareto flags come from the table; the builders only arrange them.
+Each builder takes a table produced by ``steerstats.stats`` (or
+``steerstats.analysis.describe``), checks the columns it draws, and returns an Altair chart.
+Nothing here computes a statistic: estimates, intervals, p-values and Pareto flags come from
+the table; the builders only arrange them.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import itertools
 import numpy as np
 import pandas as pd
 
-from steerstats.analyze import analyze
+from steerstats.analysis.analyze import analyze
 
 MODELS = ("m-small", "m-large")
 ARMS = (("control", np.nan), ("prompt", np.nan), ("caa", 1.0), ("caa", 2.0))

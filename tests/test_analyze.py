@@ -10,11 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from steerstats.analyze import _arms, analyze
+from steerstats.analysis.analyze import _arms, analyze
 from steerstats.errors import DataError
+from steerstats.results import write_results
 from steerstats.schema import GENERATION_COLUMNS
 from steerstats.stats import example_scores, mixed_model, paired_contrasts, summarize
-from steerstats.tidy import write_results
 
 
 @pytest.fixture(scope="module")

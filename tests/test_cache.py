@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from steerstats.backends.base import GenerationRequest, Steering
-from steerstats.cache import Cache, cache_key, canonical_json, redact
 from steerstats.collect import generation_key, judgement_key
+from steerstats.collect.cache import Cache, redact
 from steerstats.judges.base import Prompt
+from steerstats.keys import cache_key, canonical_json
 from steerstats.methods.base import Intervention, Query
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -241,3 +242,4 @@ def test_aput_reports_a_failed_write_and_the_writer_goes_on(
             asyncio.run(cache.aput("bad", {"text": "x"}))
         asyncio.run(cache.aput("good", {"text": "y"}))
         assert cache.get("good") == {"text": "y"} and cache.get("bad") is None
+

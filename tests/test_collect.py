@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from steerstats.cache import Cache
 from steerstats.collect import collect, estimate, status, with_plan
+from steerstats.collect.cache import Cache
+from steerstats.collect.export import tables
+from steerstats.collect.metering import worst_case_prompt_tokens
 from steerstats.config import Experiment, load_config
-from steerstats.metering import worst_case_prompt_tokens
-from steerstats.tidy import tables
 from tests.fake_openai_server import FakeOpenAIServer
 
 KEY = "sk-test-SECRETKEYf00dcafe0123456789"
@@ -302,7 +302,7 @@ def test_no_api_key_bytes_anywhere_under_the_cache(tmp_path: Path,
     server.inject("500", count=1, match="topic number 1")  # a failure record too
     collect(cfg, progress=False)
     assert server.unauthorized == 0 and server.total_successes > 0  # the key was used
-    from steerstats.tidy import export
+    from steerstats.collect.export import export
 
     export(cfg, tmp_path / "results")
     files = [p for p in (*cfg.cache_path.rglob("*"), *(tmp_path / "results").rglob("*"))
@@ -350,7 +350,7 @@ def test_sync_entry_points_work_inside_a_running_event_loop(tmp_path: Path) -> N
 
 
 def test_runs_set_the_plan_aside_from_the_cycle_collector_and_restore_it() -> None:
-    from steerstats.collect import _fewer_gc_passes
+    from steerstats.collect.run import _fewer_gc_passes
 
     before = gc.get_threshold()
     assert gc.get_freeze_count() == 0

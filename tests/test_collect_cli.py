@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from steerstats.cache import Cache
 from steerstats.cli import app
 from steerstats.collect import status
+from steerstats.collect.cache import Cache
 from steerstats.config import load_config
-from steerstats.tidy import read_results
+from steerstats.results import read_results
 from tests.fake_openai_server import FakeOpenAIServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -207,7 +207,7 @@ def test_openai_preset_pilot_with_shipped_datasets_and_judges(
         res = runner.invoke(app, args)
         assert res.exit_code == 0, res.output
         assert "complete" in res.stdout
-    from steerstats.tidy import tables
+    from steerstats.collect.export import tables
 
     gens, scores = tables(load_config(path), limit_queries=1, limit_prompts=2)
     assert set(gens["prompt_set"]) == {"open", "mmlu"} and gens["error"].isna().all()

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import report_tables
 
-from steerstats import describe
+from steerstats.analysis import describe
 
 
 @pytest.fixture(scope="module")

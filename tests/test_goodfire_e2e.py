@@ -19,11 +19,12 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from steerstats.cache import Cache
 from steerstats.cli import app
 from steerstats.collect import collect, status
+from steerstats.collect.cache import Cache
+from steerstats.collect.export import tables
 from steerstats.config import load_config
-from steerstats.tidy import read_results, tables
+from steerstats.results import read_results
 from tests.fake_openai_server import FakeOpenAIServer
 from tests.goodfire_server import SUPPORTED_MODELS, Fault, GoodfireServer, feature
 

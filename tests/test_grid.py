@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from steerstats.collect.inputs import experiment_prompts, experiment_queries
 from steerstats.config import load_config
 from steerstats.errors import ConfigError
-from steerstats.grid import experiment_prompts, experiment_queries
 
 HEAD = """
 [experiment]

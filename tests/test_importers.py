@@ -714,7 +714,7 @@ def test_cli_import_seed_study_writes_a_results_directory(
     from typer.testing import CliRunner
 
     from steerstats.cli import app
-    from steerstats.tidy import read_results
+    from steerstats.results import read_results
 
     open_csv, mmlu_csv = seed_csvs
     out = tmp_path / "imported"
@@ -737,7 +737,7 @@ def test_cli_import_table_with_mapping(tmp_path: Path, wide_csv: Path) -> None:
     from typer.testing import CliRunner
 
     from steerstats.cli import app
-    from steerstats.tidy import read_results
+    from steerstats.results import read_results
 
     out = tmp_path / "mine"
     args = ["import", str(wide_csv), "--out", str(out), "--format", "csv",

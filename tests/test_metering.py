@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 from steerstats.backends.base import Backend, GenerationRequest, GenerationResult, TransientError
-from steerstats.errors import BudgetExceeded
-from steerstats.metering import (
+from steerstats.collect.metering import (
     Budget,
     Meter,
     NeedsResolution,
@@ -19,6 +18,7 @@ from steerstats.metering import (
     track_usage,
     worst_case_prompt_tokens,
 )
+from steerstats.errors import BudgetExceeded
 
 FAST = RetryPolicy(max_attempts=4, base_delay_s=0.001, max_delay_s=0.01, timeout_s=1.0)
 

@@ -111,7 +111,7 @@ def test_text_numbers_come_from_tables(results_dir: Path) -> None:
 
 
 def test_analysis_is_computed_when_absent_or_stale(tmp_path: Path) -> None:
-    from steerstats.tidy import write_results
+    from steerstats.results import write_results
 
     generations, scores = report_tables.tidy()
     write_results(tmp_path, generations, scores, {"source": "test"})

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from steerstats.summary import summary_table
+from steerstats.analysis.summary import summary_table
 
 
 def test_summary_means_counts_and_order():

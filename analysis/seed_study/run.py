@@ -3,7 +3,7 @@
     python analysis/seed_study/run.py [--shared ../shared] [--out results/seed-study]
 
 Imports the study's CSVs with ``steerstats.importers``, writes two results directories (the
-MMLU snapshot and the open-prompt study), runs ``steerstats.analyze`` on each, and renders one
+MMLU snapshot and the open-prompt study), runs ``steerstats.analysis`` on each, and renders one
 self-contained HTML page that sets the study's published conclusions beside steerstats' own.
 Prints the page's path.
 """
@@ -24,7 +24,7 @@ sys.path.insert(0, str(HERE))
 import compare  # noqa: E402
 
 from steerstats import fmt  # noqa: E402
-from steerstats.analyze import analyze  # noqa: E402
+from steerstats.analysis.analyze import analyze  # noqa: E402
 from steerstats.importers import import_seed_study  # noqa: E402
 from steerstats.reporting import ReportData, Section, Table, Text, to_html  # noqa: E402
 from steerstats.reporting import sections as std  # noqa: E402

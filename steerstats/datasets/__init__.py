@@ -4,7 +4,12 @@ Every file here is listed in ``datasets.csv`` with its source and licence (see R
 ``read_dataset(name)`` loads one as a DataFrame.
 """
 
-from steerstats.datasets._files import data_digest, dataset_names, read_dataset, reference_text
+import pandas as pd
+
+from steerstats.datasets import _files
+from steerstats.datasets import _mmlu as _mmlu_mod
+from steerstats.datasets import _queries as _queries_mod
+from steerstats.datasets._files import data_digest, dataset_names, reference_text
 from steerstats.datasets._mmlu import (
     MMLUQuestion,
     extract_answer,
@@ -46,3 +51,25 @@ __all__ = [
     "slugify",
     "stratified_sample",
 ]
+
+
+def read_dataset(name: str) -> pd.DataFrame:
+    """Load a shipped dataset as a DataFrame; ``datasets.csv`` lists the names and their sources.
+
+    >>> read_dataset("queries").shape
+    (14, 3)
+    """
+    builders = {
+        "queries": _queries_mod.queries_frame,
+        "topic_prompts": _queries_mod.topic_prompts_frame,
+        "common_prompts": _queries_mod.common_prompts_frame,
+        "criteria": _queries_mod.criteria_frame,
+        "mmlu_paper": _mmlu_mod.paper_mmlu_frame,
+        "reference_text": _files.reference_text_frame,
+    }
+    if name not in builders:
+        raise ValueError(
+            f"unknown dataset {name!r}; valid names are: {', '.join(dataset_names())} "
+            "(see steerstats/datasets/datasets.csv)"
+        )
+    return builders[name]()

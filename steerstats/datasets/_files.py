@@ -42,30 +42,6 @@ def dataset_names() -> list[str]:
     return [row["name"] for row in dataset_index()]
 
 
-def read_dataset(name: str) -> pd.DataFrame:
-    """Load a shipped dataset as a DataFrame; ``datasets.csv`` lists the names and their sources.
-
-    >>> read_dataset("queries").shape
-    (14, 3)
-    """
-    from steerstats.datasets import _mmlu, _queries
-
-    builders = {
-        "queries": _queries.queries_frame,
-        "topic_prompts": _queries.topic_prompts_frame,
-        "common_prompts": _queries.common_prompts_frame,
-        "criteria": _queries.criteria_frame,
-        "mmlu_paper": _mmlu.paper_mmlu_frame,
-        "reference_text": _reference_text_frame,
-    }
-    if name not in builders:
-        raise ValueError(
-            f"unknown dataset {name!r}; valid names are: {', '.join(dataset_names())} "
-            "(see steerstats/datasets/datasets.csv)"
-        )
-    return builders[name]()
-
-
 def reference_text() -> str:
     """A ~300-word neutral encyclopedic passage (about rivers), written for this project.
 
@@ -75,6 +51,6 @@ def reference_text() -> str:
     return data_text("reference_text.txt")
 
 
-def _reference_text_frame() -> pd.DataFrame:
+def reference_text_frame() -> pd.DataFrame:
     paragraphs = [p.strip() for p in reference_text().split("\n\n") if p.strip()]
     return pd.DataFrame({"paragraph": range(len(paragraphs)), "text": paragraphs})

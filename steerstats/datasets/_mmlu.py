@@ -17,7 +17,7 @@ from typing import Literal
 import pandas as pd
 
 from steerstats.errors import DataError
-from steerstats.judges.base import Prompt
+from steerstats.items import Prompt
 
 LETTERS = "ABCD"
 CHOICE_KEYS = ("answer_a", "answer_b", "answer_c", "answer_d")

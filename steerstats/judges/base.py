@@ -14,18 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from steerstats.backends.base import Backend
-from steerstats.methods.base import Intervention, Query
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """One prompt shown to the model. MMLU prompts carry their answer letter and subject."""
-
-    id: str
-    text: str
-    prompt_set: str  # "open" | "mmlu"
-    answer: str | None = None
-    subject: str | None = None
+from steerstats.items import Prompt, Query
+from steerstats.methods.base import Intervention
 
 
 @dataclass(frozen=True)

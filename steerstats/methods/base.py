@@ -16,15 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from steerstats.backends.base import Backend, Steering
-
-
-@dataclass(frozen=True)
-class Query:
-    """A steering query: the behaviour asked for ("be funny"), with optional judge criteria."""
-
-    id: str
-    text: str
-    criteria: str | None = None
+from steerstats.items import Query
 
 
 @dataclass(frozen=True)

@@ -43,14 +43,14 @@ def load_report(results: str | Path, *, title: str | None = None,
     """The report's input for a results directory: its analysis tables and manifest.
 
     Reads ``<results>/analysis/*.csv``; when that folder is absent, or older than the results'
-    tables, the analysis is run first (``steerstats.analyze.analyze``) and written there.
+    tables, the analysis is run first (``steerstats.analysis.analyze``) and written there.
     """
     path = Path(results)
     analysis = path / "analysis"
     if analysis.is_dir() and not _stale(path, analysis):
         tables = read_tables(analysis)
     else:
-        from steerstats.analyze import analyze_results  # the report layer sits above analysis
+        from steerstats.analysis import analyze_results  # the report layer sits above analysis
 
         tables = analyze_results(path, out=analysis, n_boot=n_boot)
     name = path.resolve().name

@@ -14,7 +14,7 @@ from steerstats.errors import DataError
 
 @dataclass
 class ReportData:
-    """The analysis tables by name (see ``steerstats.analyze.TABLES``) and the run's manifest.
+    """The analysis tables by name (see ``steerstats.analysis.TABLES``) and the run's manifest.
 
     ``skipped`` maps an analysis name to the reason it was not run (e.g. reliability without
     repeated judgings); sections print that reason instead of a result.

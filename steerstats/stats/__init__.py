@@ -45,3 +45,8 @@ from .power import *  # noqa: F403, E402
 from .power import __all__ as _power_all  # noqa: E402
 
 __all__ += _power_all
+
+# Input checks other layers reuse on their own tables (the analysis' design and summary tables).
+from ._data import numeric_values, require_columns  # noqa: E402
+
+__all__ += ["numeric_values", "require_columns"]

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from steerstats import describe, stats, tidy
+from steerstats import results, stats
+from steerstats.analysis import describe
 from steerstats.errors import DataError
 
 __all__ = ["TABLES", "analyze", "analyze_results", "read_tidy", "write_tables"]
@@ -48,10 +49,10 @@ TABLES: dict[str, str] = {
 JUDGE_METRICS = ("behavior", "coherence")
 
 
-def read_tidy(results: str | Path) -> tuple[pd.DataFrame | None, pd.DataFrame]:
-    """(generations, scores) of a results directory written by ``tidy.write_results``."""
+def read_tidy(source_dir: str | Path) -> tuple[pd.DataFrame | None, pd.DataFrame]:
+    """(generations, scores) of a results directory written by ``results.write_results``."""
     try:
-        read = tidy.read_results(results)
+        read = results.read_results(source_dir)
     except FileNotFoundError as exc:
         raise DataError(str(exc)) from None
     return read.generations, read.scores

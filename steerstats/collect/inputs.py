@@ -17,8 +17,7 @@ from pydantic import ValidationError
 
 from steerstats.config import Experiment, PromptItem
 from steerstats.errors import ConfigError
-from steerstats.judges.base import Prompt
-from steerstats.methods.base import Query
+from steerstats.items import Prompt, Query
 
 __all__ = ["experiment_prompts", "experiment_queries"]
 

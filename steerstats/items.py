@@ -1,0 +1,31 @@
+"""The value types every layer shares: a steering query and a prompt shown to the model.
+
+Methods, judges, datasets and the collection layer all import them from here, so none of
+those packages needs another's protocols to describe what it works on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Prompt", "Query"]
+
+
+@dataclass(frozen=True)
+class Query:
+    """A steering query: the behaviour asked for ("be funny"), with optional judge criteria."""
+
+    id: str
+    text: str
+    criteria: str | None = None
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One prompt shown to the model. MMLU prompts carry their answer letter and subject."""
+
+    id: str
+    text: str
+    prompt_set: str  # "open" | "mmlu"
+    answer: str | None = None
+    subject: str | None = None
