@@ -133,7 +133,7 @@ async def main() -> None:
     load_before = os.getloadavg()[0]
     backend = LocalBackend("smollm2-135m-instruct", {"max_batch_size": 8})
     t0 = time.perf_counter()
-    engine = await backend.engine()
+    await backend.engine()
     load_s = time.perf_counter() - t0
     info = await backend.build_caa_vector(
         positive_system="You are a helpful assistant. In every reply, talk like a pirate.",
@@ -143,7 +143,7 @@ async def main() -> None:
     steer = Steering(
         "caa", {"vector": info["digest"], "layer": info["layer"], "coefficient": args.strength}
     )
-    vector = engine.find_vector(info["digest"], backend.vector_dir)
+    vector = backend.vectors.get(info["digest"])
 
     single, batch8, steered8, step_plain, step_hooked = [], [], [], [], []
     await tokens_per_s(backend, [request(PROMPTS[0], 8)], concurrent=False)  # warm-up

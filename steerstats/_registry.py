@@ -120,3 +120,15 @@ def check_kwargs(factory: Callable[..., Any], kwargs: dict[str, Any], what: str)
     if missing:
         raise ConfigError(
             f"{what} is missing required parameter(s) {', '.join(map(repr, missing))}")
+
+
+def options_factory(options: Callable[..., Any], build: Callable[[Any], T]) -> Callable[..., T]:
+    """A factory taking ``options``' fields as keywords (an options dataclass), so plug-ins that
+    share a parameter set declare it once and the registry still checks each name."""
+
+    def factory(**kwargs: Any) -> T:
+        return build(options(**kwargs))
+
+    factory.__signature__ = inspect.signature(options)  # type: ignore[attr-defined]
+    factory.__doc__ = options.__doc__
+    return factory

@@ -243,3 +243,12 @@ def test_aput_reports_a_failed_write_and_the_writer_goes_on(
         asyncio.run(cache.aput("good", {"text": "y"}))
         assert cache.get("good") == {"text": "y"} and cache.get("bad") is None
 
+
+def test_vector_steering_keeps_the_keys_it_had_as_caa() -> None:
+    """The steering kind is "vector" now ("caa" an alias); keys are those caches already hold.
+    The literal is cache_key(Steering("caa", spec).canonical()) computed before the rename."""
+    spec = {"vector": "3cfaa9d4f342e9d835ad3e04", "layer": 15, "coefficient": 0.5}
+    old = "5a25f7b30cf5b641a2779fd03b586a689b9f6e3fce4b1471c91caa5d453d766c"
+    assert Steering("caa", spec).kind == "vector"
+    assert cache_key(Steering("vector", spec).canonical()) == old
+    assert cache_key(Steering("caa", spec).canonical()) == old

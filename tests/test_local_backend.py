@@ -10,11 +10,11 @@ import torch
 from _tiny_lm import MemoryResolutionCache, tiny_model, tiny_tokenizer
 
 from steerstats.backends import GenerationRequest, Steering, create_backend
-from steerstats.backends import local as local_backend
 from steerstats.backends._local_engine import LocalEngine
 from steerstats.backends._local_model import resolve_source
 from steerstats.backends.local import LocalBackend
 from steerstats.backends.mock import MockBackend
+from steerstats.backends.vectors import vector_store
 from steerstats.errors import ConfigError
 from steerstats.methods import MethodContext, Query, create_method
 
@@ -23,8 +23,8 @@ QUERY = Query("be-funny", "be funny")
 
 @pytest.fixture(autouse=True)
 def _fresh_vector_dirs(monkeypatch):
-    """Each test starts with no process-wide vector directories registered."""
-    monkeypatch.setattr(local_backend, "_vector_dirs", [])
+    """Each test starts with an empty process-wide vector store."""
+    vector_store.clear()
 
 
 @pytest.fixture(scope="module")
@@ -162,11 +162,11 @@ async def test_caa_strength_zero_is_exactly_control(backend):
 async def test_caa_vector_is_steering_with_digest_and_strength(backend, tmp_path):
     caa = create_method("caa", {"layer": 1, "prompts": ["hi", "how are you", "tell me more"]})
     iv = await caa.resolve(QUERY, 0.5, ctx(backend))
-    assert iv.steering is not None and iv.steering.kind == "caa" and iv.strength == 0.5
+    assert iv.steering is not None and iv.steering.kind == "vector" and iv.strength == 0.5
     spec = dict(iv.steering.spec)
     assert spec["coefficient"] == 0.5 and spec["layer"] == 1
     assert (tmp_path / "caa_vectors" / f"{spec['vector']}.safetensors").is_file()
-    vector = backend._engine.find_vector(spec["vector"])
+    vector = vector_store.get(spec["vector"])
     # unit direction scaled to the typical activation norm at that layer
     assert float(vector.vector.norm()) == pytest.approx(vector.meta["typical_norm"], rel=1e-4)
     again = await caa.resolve(QUERY, 1.5, ctx(backend))
@@ -239,7 +239,7 @@ async def test_caa_vectors_go_to_the_experiment_cache(engine, tmp_path):
     digest = iv.steering.spec["vector"]
     assert (tmp_path / "exp" / "caa_vectors" / f"{digest}.safetensors").is_file()
     assert not (tmp_path / "machine" / "caa_vectors").exists()
-    engine.vectors.pop(digest)  # forget it in memory: the backend finds it in the experiment cache
+    vector_store.forget(digest)  # not in memory: the backend finds it in the experiment cache
     assert (await backend.generate(req("Hello", steering=iv.steering))).text
 
 
@@ -253,7 +253,7 @@ async def test_caa_resolution_is_memoised_and_rebuilt_if_the_file_is_gone(engine
     assert second.steering.spec["vector"] == digest and c.cache.computed == 1
     path = tmp_path / "exp" / "caa_vectors" / f"{digest}.safetensors"
     path.unlink()
-    engine.vectors.pop(digest)
+    vector_store.forget(digest)
     again = await caa.resolve(QUERY, 1.0, c)
     assert again.steering.spec["vector"] == digest and path.is_file()
 

@@ -23,6 +23,7 @@ import torch
 
 from steerstats.backends._local_engine import GenRow, LocalEngine
 from steerstats.backends.steering import SteeringVector, record_layer_outputs
+from steerstats.backends.vectors import vector_store
 
 CAA_VERSION = 1
 Position = Literal["response", "last_prompt"]
@@ -91,11 +92,11 @@ def _readout(
 
 
 def build_caa_vector(
-    engine: LocalEngine, spec: CAASpec, digest: str, directory: Path | None = None
+    engine: LocalEngine, spec: CAASpec, digest: str, cache_dir: str | Path | None = None
 ) -> SteeringVector:
-    """Compute the vector for ``spec`` (runs on the engine's worker thread); store it in
-    ``directory`` as ``<digest>.safetensors`` when given."""
-    known = engine.find_vector(digest, directory)
+    """Compute the vector for ``spec`` (runs on the engine's worker thread); put it in the
+    vector store (on disk under ``cache_dir`` when given)."""
+    known = vector_store.get(digest)
     if known is not None:
         return known
     if not 0 <= spec.layer < engine.n_layers:
@@ -136,5 +137,5 @@ def build_caa_vector(
         "spec": asdict(spec),
     }
     result = SteeringVector(layer=spec.layer, vector=vector, digest=digest, meta=meta)
-    engine.add_vector(result, directory)
+    vector_store.put(result, cache_dir)
     return result

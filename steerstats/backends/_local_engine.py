@@ -25,12 +25,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from steerstats.backends.steering import BatchSteering, SteeringVector, load_vector
+from steerstats.backends.steering import BatchSteering, SteeringVector
 
 RowSteering = tuple[SteeringVector, float] | None
 
@@ -117,7 +116,7 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
 
 
 class LocalEngine:
-    """A loaded model + tokenizer, its batch worker, and the CAA vectors it knows."""
+    """A loaded model + tokenizer and its batch worker."""
 
     def __init__(
         self,
@@ -135,7 +134,6 @@ class LocalEngine:
         self.fingerprint = fingerprint or weights_fingerprint(model)
         self.max_batch_size = max_batch_size
         self.batch_wait_s = batch_wait_s
-        self.vectors: dict[str, SteeringVector] = {}
         self.stop_ids = self._stop_ids()
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else sorted(self.stop_ids)[0])
@@ -185,31 +183,6 @@ class LocalEngine:
             if len(ids) == 1 and ids[0] not in out:
                 out.append(ids[0])
         return out
-
-    # -- vectors -----------------------------------------------------------------------------
-
-    def add_vector(self, vector: SteeringVector, directory: Path | None = None) -> None:
-        """Register ``vector`` under its digest (and write it to ``directory`` if given)."""
-        self.vectors[vector.digest] = vector
-        if directory is not None:
-            directory.mkdir(parents=True, exist_ok=True)
-            path = directory / f"{vector.digest}.safetensors"
-            if not path.exists():
-                tmp = path.with_suffix(f".tmp-{threading.get_ident()}")
-                vector.save(tmp)
-                tmp.replace(path)
-
-    def find_vector(self, digest: str, directory: Path | None = None) -> SteeringVector | None:
-        """The vector with ``digest`` from memory or ``directory``, or None."""
-        if digest in self.vectors:
-            return self.vectors[digest]
-        if directory is not None:
-            path = directory / f"{digest}.safetensors"
-            if path.is_file():
-                vector = load_vector(path)
-                self.vectors[digest] = vector
-                return vector
-        return None
 
     @property
     def n_layers(self) -> int:

@@ -25,15 +25,25 @@ SECRET_OPTION_NAMES = frozenset(
 class Steering:
     """A resolved intervention the backend applies while generating.
 
-    ``kind`` names the mechanism ("caa", "feature_edits", ...); ``spec`` is JSON-able and fully
-    determines it (vector digest not path, feature ids and values), so it can go in a cache key.
+    ``kind`` names the mechanism ("vector", "feature_edits", ...); ``spec`` is JSON-able and
+    fully determines it (vector digest not path, feature ids and values), so it can go in a
+    cache key. ``"caa"`` is accepted for ``"vector"`` (its name before other vector methods).
     """
 
     kind: str
     spec: Mapping[str, Any]
 
+    def __post_init__(self) -> None:
+        if self.kind == "caa":
+            object.__setattr__(self, "kind", "vector")
+
     def canonical(self) -> dict[str, Any]:
-        return {"kind": self.kind, "spec": json.loads(json.dumps(self.spec, sort_keys=True))}
+        # Keys keep the spelling "caa" for vectors, so caches made before the rename still match.
+        kind = _KEY_SPELLING.get(self.kind, self.kind)
+        return {"kind": kind, "spec": json.loads(json.dumps(self.spec, sort_keys=True))}
+
+
+_KEY_SPELLING = {"vector": "caa"}
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,7 @@ def edits_from_steering(steering: Steering) -> list[FeatureEdit]:
     if steering.kind != KIND:
         raise TypeError(
             f"this backend applies {KIND!r} steering, got {steering.kind!r}; "
-            "use a backend that supports it (e.g. 'local' for 'caa')"
+            "use a backend that supports it (e.g. 'local' for 'vector')"
         )
     raw = steering.spec.get("edits")
     if not isinstance(raw, list):

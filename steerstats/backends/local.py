@@ -40,16 +40,16 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from steerstats.backends._registry import backend
 from steerstats.backends.base import Backend, GenerationRequest, GenerationResult, Message, Steering
+from steerstats.backends.vectors import FOLDER, VectorStore, vector_store
 from steerstats.errors import ConfigError, pip_dependency_error
 
 if TYPE_CHECKING:
     from steerstats.backends._local_engine import LocalEngine, RowSteering
     from steerstats.backends._local_model import ModelSource
-    from steerstats.backends.steering import SteeringVector
 
 ANSWER_OPTIONS = ("path", "dtype")
 RUN_OPTIONS = ("cache_dir", "max_batch_size", "batch_wait_s", "threads")
-STEERING_KIND = "caa"
+STEERING_KIND = "vector"
 
 
 @dataclass(frozen=True)
@@ -85,19 +85,6 @@ def _require_local_dependencies() -> None:
         raise pip_dependency_error(
             "the local backend", missing + ["gguf", "accelerate"], extra="local"
         )
-
-
-# Directories searched for CAA vectors by digest, by every local backend in this process.
-# Vectors are content-addressed (the digest covers the weights), so a wider search is harmless;
-# a judge's backend thus finds vectors that a method stored in the experiment's cache.
-_vector_dirs: list[Path] = []
-_vector_dirs_lock = threading.Lock()
-
-
-def _register_vector_dir(directory: Path) -> None:
-    with _vector_dirs_lock:
-        if directory not in _vector_dirs:
-            _vector_dirs.append(directory)
 
 
 _engines_lock = threading.Lock()
@@ -148,7 +135,7 @@ class LocalBackend(Backend):
             )
         _require_local_dependencies()
         self.cache_dir = Path(self.options.get("cache_dir") or default_cache_dir())
-        self.vector_dir = self.cache_dir / "caa_vectors"
+        self.vector_dir = self.cache_dir / FOLDER
         self.max_batch_size = int(self.options.get("max_batch_size", 16))
         if self.max_batch_size < 1:
             raise ConfigError(
@@ -227,59 +214,49 @@ class LocalBackend(Backend):
 
     # -- steering ------------------------------------------------------------------------------
 
-    def vector_dirs(self) -> list[Path]:
-        """Where vectors are looked up: this backend's ``caa_vectors`` and registered ones."""
-        with _vector_dirs_lock:
-            return [self.vector_dir, *(d for d in _vector_dirs if d != self.vector_dir)]
+    @property
+    def vectors(self) -> VectorStore:
+        """The store this backend finds steering vectors in (shared by the process)."""
+        return vector_store
 
     def add_vector_dir(self, cache_dir: str) -> None:
-        """Also look for CAA vectors in ``<cache_dir>/caa_vectors`` (an experiment's cache).
+        """Also look for vectors in an experiment's cache directory (synchronous, call-free,
+        so methods may use it in dry runs too)."""
+        vector_store.add_cache_dir(cache_dir)
 
-        Synchronous and call-free, so methods may use it in dry runs too."""
-        _register_vector_dir(Path(cache_dir) / "caa_vectors")
-
-    def has_caa_vector(self, digest: str) -> bool:
-        """Whether the vector ``digest`` is in memory or in a known directory (no model load)."""
-        if self._engine is not None and digest in self._engine.vectors:
-            return True
-        return any((d / f"{digest}.safetensors").is_file() for d in self.vector_dirs())
-
-    def _find_vector(self, engine: LocalEngine, digest: str) -> SteeringVector | None:
-        for directory in self.vector_dirs():
-            vector = engine.find_vector(digest, directory)
-            if vector is not None:
-                return vector
-        return None
+    def has_vector(self, digest: str) -> bool:
+        """Whether the vector ``digest`` is in memory or on disk (no model load)."""
+        return vector_store.has(digest)
 
     def _steering_row(self, engine: LocalEngine, steering: Steering | None) -> RowSteering:
         if steering is None:
             return None
         if steering.kind != STEERING_KIND:
             raise ConfigError(
-                f"the local backend applies steering of kind {STEERING_KIND!r} (methods caa, "
-                f"caa+prompt), not {steering.kind!r}; use a backend that supports it"
+                f"the local backend applies steering of kind 'vector' (methods caa, caa+prompt, "
+                f"random), not {steering.kind!r}; use a backend that supports it"
             )
         spec = dict(steering.spec)
         missing = [k for k in ("vector", "coefficient") if k not in spec]
         if missing:
             raise ConfigError(
-                f"caa steering spec lacks {', '.join(missing)}; got keys {sorted(spec)}"
+                f"vector steering spec lacks {', '.join(missing)}; got keys {sorted(spec)}"
             )
         coefficient = float(spec["coefficient"])
         if coefficient == 0.0:
             return None
-        vector = self._find_vector(engine, str(spec["vector"]))
+        vector = vector_store.get(str(spec["vector"]))
         if vector is None:
-            where = ", ".join(str(d) for d in self.vector_dirs())
+            where = ", ".join(str(d) for d in vector_store.folders(self.vector_dir))
             raise ConfigError(
-                f"CAA vector {spec['vector']} is not in memory or in {where}; vectors "
-                "are built by the caa method when it resolves, so re-run collect with the same "
+                f"steering vector {spec['vector']} is not in memory or in {where}; vectors "
+                "are built by their method when it resolves, so re-run collect with the same "
                 "cache_dir"
             )
         if "layer" in spec and int(spec["layer"]) != vector.layer:
             raise ConfigError(
-                f"CAA vector {vector.digest} was built at layer {vector.layer}, but the steering "
-                f"spec says layer {spec['layer']}"
+                f"steering vector {vector.digest} was built at layer {vector.layer}, but the "
+                f"steering spec says layer {spec['layer']}"
             )
         return (vector, coefficient)
 
@@ -389,7 +366,7 @@ class LocalBackend(Backend):
     ) -> dict[str, Any]:
         """Build (or find) the CAA vector for these contrastive prompts; return its digest,
         layer and norms. ``layer`` None picks the middle decoder block. The vector is stored
-        as ``<cache_dir>/caa_vectors/<digest>.safetensors`` (default: the backend's cache_dir)."""
+        in the vector store, under ``cache_dir`` (default: the backend's cache_dir)."""
         from steerstats.backends._caa import CAASpec, build_caa_vector
 
         engine = await self.engine()
@@ -399,9 +376,9 @@ class LocalBackend(Backend):
             positive_system, neutral_system, tuple(prompts), int(layer), position, int(max_tokens)
         )
         digest = spec.digest(self.identity())
-        directory = Path(cache_dir) / "caa_vectors" if cache_dir is not None else self.vector_dir
-        _register_vector_dir(directory)
-        vector = await engine.call(lambda: build_caa_vector(engine, spec, digest, directory))
+        where = cache_dir if cache_dir is not None else self.cache_dir
+        vector_store.add_cache_dir(where)
+        vector = await engine.call(lambda: build_caa_vector(engine, spec, digest, where))
         return {
             "digest": vector.digest,
             "layer": vector.layer,

@@ -8,4 +8,5 @@ from steerstats.methods import (  # noqa: F401
     control,
     features,
     prompt,
+    random,
 )

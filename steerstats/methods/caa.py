@@ -19,9 +19,11 @@ control (``caa``) or exactly the prompt method (``caa+prompt``).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
+from steerstats._registry import options_factory
 from steerstats.backends.base import Steering
 from steerstats.errors import ConfigError
 from steerstats.methods._registry import method
@@ -44,136 +46,121 @@ TRAINING_PROMPTS: tuple[str, ...] = (
 )
 
 
+@dataclass(frozen=True)
+class CAAOptions:
+    """Contrastive activation addition at ``layer`` (None: the middle decoder block), built from
+    the behaviour prompt ``template`` vs ``neutral_prompt`` on ``prompts``. ``max_tokens`` is
+    the length of the contrastive responses when ``position="response"``."""
+
+    layer: int | None = None
+    template: str = DEFAULT_TEMPLATE
+    neutral_prompt: str = NEUTRAL_SYSTEM_PROMPT
+    prompts: Sequence[str] = TRAINING_PROMPTS
+    position: Literal["response", "last_prompt"] = "last_prompt"
+    max_tokens: int = 32
+
+    def __post_init__(self) -> None:
+        if "{query}" not in self.template:
+            raise ConfigError(f"caa: template must contain '{{query}}', got {self.template!r}")
+        if self.position not in ("response", "last_prompt"):
+            raise ConfigError(
+                f"caa: position must be 'response' or 'last_prompt', got {self.position!r}"
+            )
+        if not self.prompts or not all(isinstance(p, str) and p.strip() for p in self.prompts):
+            raise ConfigError("caa: prompts must be a non-empty list of non-empty strings")
+        if self.layer is not None and self.layer < 0:
+            raise ConfigError(
+                f"caa: layer must be >= 0 (decoder blocks count from 0), got {self.layer}")
+        if self.max_tokens < 1:
+            raise ConfigError(f"caa: max_tokens must be >= 1, got {self.max_tokens}")
+        object.__setattr__(self, "prompts", tuple(self.prompts))
+
+
+def vector_backend(ctx: MethodContext, what: str) -> Any:
+    """The steered model's backend, which must keep a vector store (the 'local' backend)."""
+    backend: Any = ctx.backend  # the local backend (or the collector's proxy of it)
+    if getattr(backend, "build_caa_vector", None) is None:
+        raise ConfigError(
+            f"method {what} needs a backend that steers with activation vectors (the 'local' "
+            f"backend); {getattr(backend, 'name', type(backend).__name__)!r} cannot"
+        )
+    if ctx.cache_dir is not None:
+        backend.add_vector_dir(ctx.cache_dir)
+    return backend
+
+
+async def memoised_vector(ctx: MethodContext, namespace: str, key: Any,
+                          compute: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+    """A vector's info (``digest``, ``layer``, ...) memoised in the resolution cache, so dry
+    runs, ``status`` and ``export`` resolve without the model; rebuilt if its file is gone."""
+    info: dict[str, Any] = await ctx.cache.get_or_compute(namespace, key, compute)
+    if not ctx.backend.has_vector(info["digest"]):  # type: ignore[attr-defined]
+        info = await compute()
+    return info
+
+
+def require_strength(strength: float | None, what: str) -> float:
+    """The sweep's strength as a float; a vector method without one is a config error."""
+    if strength is None or not math.isfinite(float(strength)):
+        raise ConfigError(
+            f"method {what} needs a finite strength; give the method a list, "
+            "e.g. strengths = [0.5, 1.0]"
+        )
+    return float(strength)
+
+
+def vector_intervention(info: dict[str, Any], strength: float,
+                        system: str | None = None) -> Intervention:
+    """``strength x`` the vector of ``info`` (with ``system``); strength 0 is no steering at
+    all, i.e. exactly the unsteered arm with the same system prompt."""
+    if strength == 0.0:
+        return Intervention(system_prompt=system, strength=0.0)
+    spec = {"vector": info["digest"], "layer": int(info["layer"]), "coefficient": strength}
+    detail: dict[str, Any] = {k: info[k] for k in ("typical_norm", "raw_norm") if k in info}
+    return Intervention(system_prompt=system, steering=Steering("vector", spec),
+                        strength=strength, detail=detail)
+
+
 class CAAMethod(Method):
     """Adds a contrastive activation vector (optionally with the behaviour system prompt)."""
 
     uses_strength = True
 
-    def __init__(
-        self,
-        *,
-        with_prompt: bool,
-        layer: int | None,
-        template: str,
-        neutral_prompt: str,
-        prompts: Sequence[str],
-        position: Literal["response", "last_prompt"],
-        max_tokens: int,
-    ) -> None:
-        if "{query}" not in template:
-            raise ConfigError(f"caa: template must contain '{{query}}', got {template!r}")
-        if position not in ("response", "last_prompt"):
-            raise ConfigError(
-                f"caa: position must be 'response' or 'last_prompt', got {position!r}"
-            )
-        if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
-            raise ConfigError("caa: prompts must be a non-empty list of non-empty strings")
-        if layer is not None and layer < 0:
-            raise ConfigError(f"caa: layer must be >= 0 (decoder blocks count from 0), got {layer}")
-        if max_tokens < 1:
-            raise ConfigError(f"caa: max_tokens must be >= 1, got {max_tokens}")
+    def __init__(self, options: CAAOptions, *, with_prompt: bool) -> None:
+        self.options = options
         self.with_prompt = with_prompt
-        self.layer = layer
-        self.template = template
-        self.neutral_prompt = neutral_prompt
-        self.prompts = tuple(prompts)
-        self.position = position
-        self.max_tokens = max_tokens
 
     async def vector(self, query: Query, ctx: MethodContext) -> dict[str, Any]:
-        """This query's vector (digest, layer, norms) on the steered model's backend.
-
-        The result is memoised in the resolution cache, so dry runs, ``status`` and ``export``
-        resolve without touching the model; the vector file itself lives in the experiment's
-        cache directory (``caa_vectors/``) and is rebuilt if it has gone missing.
-        """
-        backend: Any = ctx.backend  # the local backend (or the collector's proxy of it)
-        build = getattr(backend, "build_caa_vector", None)
-        if build is None:
-            raise ConfigError(
-                f"method caa needs a backend that builds activation vectors (the 'local' backend); "
-                f"{getattr(backend, 'name', type(backend).__name__)!r} cannot"
-            )
+        """This query's CAA vector (digest, layer, norms) on the steered model's backend."""
+        backend = vector_backend(ctx, "caa")
+        o = self.options
         kwargs: dict[str, Any] = {
-            "positive_system": render_prompt(self.template, query),
-            "neutral_system": self.neutral_prompt,
-            "prompts": list(self.prompts),
-            "layer": self.layer,
-            "position": self.position,
-            "max_tokens": self.max_tokens,
+            "positive_system": render_prompt(o.template, query),
+            "neutral_system": o.neutral_prompt,
+            "prompts": list(o.prompts),
+            "layer": o.layer,
+            "position": o.position,
+            "max_tokens": o.max_tokens,
         }
 
         async def compute() -> dict[str, Any]:
-            info: dict[str, Any] = await build(**kwargs, cache_dir=ctx.cache_dir)
+            info: dict[str, Any] = await backend.build_caa_vector(**kwargs, cache_dir=ctx.cache_dir)
             return info
 
-        if ctx.cache_dir is not None:
-            backend.add_vector_dir(ctx.cache_dir)
-        key = {"build": kwargs, "backend": backend.identity()}
-        info: dict[str, Any] = await ctx.cache.get_or_compute("caa_vector", key, compute)
-        if not backend.has_caa_vector(info["digest"]):
-            info = await compute()
-        return info
+        return await memoised_vector(ctx, "caa_vector", {"build": kwargs,
+                                                         "backend": backend.identity()}, compute)
 
     async def resolve(
         self, query: Query, strength: float | None, ctx: MethodContext
     ) -> Intervention:
-        if strength is None or not math.isfinite(float(strength)):
-            raise ConfigError(
-                "method caa needs a finite strength; give the method a list, "
-                "e.g. strengths = [0.5, 1.0]"
-            )
-        strength = float(strength)
-        system = render_prompt(self.template, query) if self.with_prompt else None
-        if strength == 0.0:
-            return Intervention(system_prompt=system, strength=0.0)
-        info = await self.vector(query, ctx)
-        spec = {"vector": info["digest"], "layer": int(info["layer"]), "coefficient": strength}
-        detail: dict[str, Any] = {k: info[k] for k in ("typical_norm", "raw_norm") if k in info}
-        return Intervention(
-            system_prompt=system, steering=Steering("caa", spec), strength=strength, detail=detail
-        )
+        s = require_strength(strength, "caa")
+        system = render_prompt(self.options.template, query) if self.with_prompt else None
+        info = await self.vector(query, ctx) if s != 0.0 else {}
+        return vector_intervention(info, s, system)
 
 
-@method("caa")
-def caa(
-    layer: int | None = None,
-    template: str = DEFAULT_TEMPLATE,
-    neutral_prompt: str = NEUTRAL_SYSTEM_PROMPT,
-    prompts: Sequence[str] = TRAINING_PROMPTS,
-    position: Literal["response", "last_prompt"] = "last_prompt",
-    max_tokens: int = 32,
-) -> Method:
-    """Contrastive activation addition at ``layer`` (None: the middle decoder block), built from
-    the behaviour prompt ``template`` vs ``neutral_prompt`` on ``prompts``. ``max_tokens`` is
-    the length of the contrastive responses when ``position="response"``."""
-    return CAAMethod(
-        with_prompt=False,
-        layer=layer,
-        template=template,
-        neutral_prompt=neutral_prompt,
-        prompts=prompts,
-        position=position,
-        max_tokens=max_tokens,
-    )
-
-
-@method("caa+prompt")
-def caa_prompt(
-    layer: int | None = None,
-    template: str = DEFAULT_TEMPLATE,
-    neutral_prompt: str = NEUTRAL_SYSTEM_PROMPT,
-    prompts: Sequence[str] = TRAINING_PROMPTS,
-    position: Literal["response", "last_prompt"] = "last_prompt",
-    max_tokens: int = 32,
-) -> Method:
-    """The ``caa`` vector plus the ``prompt`` method's system prompt (same ``template``)."""
-    return CAAMethod(
-        with_prompt=True,
-        layer=layer,
-        template=template,
-        neutral_prompt=neutral_prompt,
-        prompts=prompts,
-        position=position,
-        max_tokens=max_tokens,
-    )
+caa = method("caa")(options_factory(CAAOptions, lambda o: CAAMethod(o, with_prompt=False)))
+caa_prompt = method("caa+prompt")(
+    options_factory(CAAOptions, lambda o: CAAMethod(o, with_prompt=True)))
+"""``caa+prompt``: the ``caa`` vector plus the ``prompt`` method's system prompt (same
+``template``)."""
