@@ -239,27 +239,36 @@ class JudgeSpec(_Spec):
         _reject_secret_options(v)
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_owner(cls, data: Any) -> Any:
+        """``repeats`` and ``rater`` belong to the judge entry; a ``params.*`` spelling of either
+        moves here (given twice with different values is an error), so judges never see them."""
+        if not isinstance(data, dict) or not isinstance(data.get("params"), dict):
+            return data
+        params = dict(data["params"])
+        out = dict(data)
+        for key in ("repeats", "rater"):
+            if key in params:
+                theirs, ours = params.pop(key), data.get(key)
+                if ours is not None and ours != theirs:
+                    raise ValueError(f"{key} is given twice ({ours!r} and params.{key} = "
+                                     f"{theirs!r}); keep one")
+                out[key] = theirs
+        out["params"] = params
+        return out
+
     @model_validator(mode="after")
     def _backend_and_model(self) -> JudgeSpec:
         if (self.backend is None) != (self.model is None):
             raise ValueError("give both backend and model (a chat judge) or neither (computed)")
-        for key in ("repeats", "rater"):
-            ours, theirs = getattr(self, key), self.params.get(key)
-            if ours is not None and theirs is not None and ours != theirs:
-                raise ValueError(f"{key} is given twice ({ours!r} and params.{key} = "
-                                 f"{theirs!r}); keep one")
         return self
 
     @property
     def rater_label(self) -> str:
         """The scores table's ``rater``: given (here or in params), else the judge model,
         else 'auto' (computed judges)."""
-        return self.rater or self.params.get("rater") or self.model or "auto"
-
-    def effective_repeats(self, default: int = 1) -> int:
-        """``repeats`` given here or in params, else the judge's own default."""
-        value = self.repeats if self.repeats is not None else self.params.get("repeats", default)
-        return int(value)
+        return self.rater or self.model or "auto"
 
     @property
     def label(self) -> str:
@@ -551,9 +560,10 @@ def _check_registries(cfg: Experiment, where: str) -> None:
             except ConfigError as exc:
                 raise fail(f"judges[{i}].backend", exc) from None
         try:
-            create_judge(js.name, dict(js.params))
+            create_judge(js.name, dict(js.params), repeats=js.repeats)
         except ConfigError as exc:
-            loc = f"judges[{i}].name" if "unknown judge" in str(exc) else f"judges[{i}].params"
+            loc = (f"judges[{i}].name" if "unknown judge" in str(exc) else
+                   f"judges[{i}].repeats" if "repeats" in str(exc) else f"judges[{i}].params")
             raise fail(loc, exc) from None
         except (TypeError, ValueError) as exc:
             raise fail(f"judges[{i}].params", exc) from None

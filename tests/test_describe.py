@@ -21,12 +21,15 @@ def test_design_counts_failures_and_absent_cells(tidy) -> None:  # type: ignore[
     gone = (gens.method == "control") & (gens.model == "m-small") & (gens.prompt_id == "common-00")
     gone &= gens.query_id == "be-rude"
     table = describe.design_table(scores, gens[~gone])
-    row = table.set_index(["model", "method", "prompt_set"]).loc[("m-small", "control", "open")]
+    rows = table.set_index(["model", "method", "prompt_set"])
+    row = rows.loc[("m-small", "control", "open")]
     assert row["n_absent"] == 1 and row["n_responses"] == 4 * 5 - 1
-    caa = table.set_index(["model", "method", "prompt_set"]).loc[("m-large", "caa", "open")]
-    # 4 queries x 5 prompts x 2 strengths; the strength-2 response to common-04 failed per query.
-    assert caa["strengths"] == "1, 2" and caa["n_responses"] == 40 and caa["n_failed"] == 4
-    assert caa["n_queries"] == 4 and caa["n_prompts"] == 5 and caa["n_samples"] == 1
+    caa = rows.loc[("m-large", "caa", "open")].set_index("strength")
+    # 4 queries x 5 prompts at each of 2 strengths (floats, a row each); the strength-2
+    # response to common-04 failed per query.
+    assert list(caa.index) == [1.0, 2.0] and caa["n_responses"].tolist() == [20, 20]
+    assert caa["n_failed"].tolist() == [0, 4]
+    assert (caa["n_queries"] == 4).all() and (caa["n_prompts"] == 5).all()
     assert table["n_absent"].sum() == 1
 
 
@@ -35,9 +38,9 @@ def test_design_from_scores_alone(tidy) -> None:  # type: ignore[no-untyped-def]
     table = describe.design_table(scores)
     assert table["n_failed"].isna().all()
     caa = table.set_index(["model", "method", "prompt_set"]).loc[("m-large", "caa", "open")]
-    assert caa["n_responses"] == 36  # the 4 failed generations have no scores
-    # A cell counts as present when any strength covers it; strength 1 covers every cell.
-    assert caa["n_absent"] == 0
+    caa = caa.set_index("strength")
+    assert caa["n_responses"].tolist() == [20, 16]  # the 4 failed generations have no scores
+    assert caa["n_absent"].tolist() == [0, 4]  # ... so those cells are absent at strength 2
 
 
 def test_parse_failures_rates_and_reasons() -> None:

@@ -9,7 +9,7 @@ import pytest
 from steerstats.backends.base import GenerationRequest
 from steerstats.backends.mock import MockBackend
 from steerstats.datasets import mmlu_prompts
-from steerstats.judges import JudgeInput, Prompt, create_judge, registry
+from steerstats.judges import JudgeInput, Prompt, create_judge, default_repeats, registry
 from steerstats.methods.base import Intervention, Query
 
 QUESTION = Prompt(
@@ -24,7 +24,7 @@ def item(response: str, prompt: Prompt = QUESTION) -> JudgeInput:
 def test_registered_as_auto_rater_on_mmlu_only() -> None:
     judge = create_judge("mmlu")
     assert registry.info("mmlu").metadata["metrics"] == ("accuracy",)
-    assert (judge.rater, judge.repeats, judge.metrics) == ("auto", 1, ("accuracy",))
+    assert judge.metrics == ("accuracy",) and default_repeats("mmlu") == 1
     assert judge.applies_to(QUESTION)
     assert not judge.applies_to(
         Prompt(id="common-00", text="Why is the sky blue?", prompt_set="open")

@@ -97,8 +97,8 @@ def test_coherence_ignores_the_query() -> None:
 
 
 def test_repeat_index_is_the_seed_and_temperature_defaults_above_zero() -> None:
-    judge = create_judge("behavior", {"repeats": 3, "max_tokens": 200})
-    assert isinstance(judge, RubricJudge) and judge.repeats == 3
+    judge = create_judge("behavior", {"max_tokens": 200}, repeats=3)
+    assert isinstance(judge, RubricJudge)
     requests = [judge.request(item(), r) for r in range(3)]
     assert [r.seed for r in requests] == [0, 1, 2]
     assert all(r.temperature > 0 and r.max_tokens == 200 for r in requests)
@@ -117,8 +117,8 @@ def test_identity_has_a_template_digest_that_tracks_the_wording() -> None:
 
 
 def test_parameter_validation() -> None:
-    with pytest.raises(ValueError, match="repeats must be an integer >= 1"):
-        create_judge("behavior", {"repeats": 0})
+    with pytest.raises(ConfigError, match=r"repeats is not a judge parameter.*\[\[judges\]\]"):
+        create_judge("behavior", {"repeats": 2})  # one owner: the experiment's judge entry
     with pytest.raises(ValueError, match="temperature must be in"):
         create_judge("coherence", {"temperature": 3.0})
 
@@ -147,7 +147,7 @@ def mock_score(model: str, request: GenerationRequest) -> float:
 
 
 async def test_end_to_end_on_the_mock_backend() -> None:
-    judge = create_judge("behavior", {"repeats": 3})
+    judge = create_judge("behavior", repeats=3)
     assert isinstance(judge, RubricJudge)
     backend = MockBackend("mock-judge")
     scores = [await judge.score(item(), r, backend) for r in range(3)]
@@ -166,7 +166,7 @@ async def test_end_to_end_on_the_mock_backend() -> None:
 
 async def test_end_to_end_unparsable_reply_is_nan_with_reason() -> None:
     backend = Scripted(["Funny enough. <score>4</score>", "I would say 4 out of 5."])
-    judge = create_judge("behavior", {"repeats": 2})
+    judge = create_judge("behavior", repeats=2)
     good = await judge.score(item(), 0, backend)
     bad = await judge.score(item(), 1, backend)
     assert good[0].value == 4.0

@@ -61,7 +61,7 @@ def test_digit_score_low_mass_is_a_reason_not_a_number():
 async def test_rubric_judge_reads_the_digit_distribution(tmp_path):
     probs = {"1": 0.1, "2": 0.1, "3": 0.2, "4": 0.4, "5": 0.1}
     backend = fixed_distribution_backend(probs, rest=0.1, tmp_path=tmp_path)
-    judge = create_judge("local_behavior", {"repeats": 2})
+    judge = create_judge("local_behavior", repeats=2)
     scores = await judge.score(item("A wave walked into a bar."), 0, backend)
     assert [s.metric for s in scores] == ["behavior", "behavior_argmax"]
     assert scores[0].value == pytest.approx(3.0 / 0.9, rel=1e-5)
@@ -82,14 +82,14 @@ async def test_rubric_judge_nan_with_reason_when_no_digit_is_likely(tmp_path):
 
 
 def test_rubric_repeats_use_different_wordings_and_are_bounded():
-    judge = create_judge("local_behavior", {"repeats": 3})
+    judge = create_judge("local_behavior", repeats=3)
     texts = [judge.messages(item("reply"), r)[0]["content"] for r in range(3)]
     assert len(set(texts)) == 3 and all("be funny" in t and "reply" in t for t in texts)
     with pytest.raises(ConfigError, match="number of wordings"):
-        create_judge("local_behavior", {"repeats": 4})
+        create_judge("local_behavior", repeats=4)
     with pytest.raises(ConfigError, match="response"):
-        create_judge("local_behavior", {"repeats": 1, "wordings": ["no placeholder"]})
-    other = create_judge("local_behavior", {"repeats": 1, "wordings": ["Funny? {response} Digit:"]})
+        create_judge("local_behavior", {"wordings": ["no placeholder"]}, repeats=1)
+    other = create_judge("local_behavior", {"wordings": ["Funny? {response} Digit:"]}, repeats=1)
     assert judge.identity() != other.identity()  # a changed rubric is a new judge (cache keys)
 
 
@@ -155,8 +155,24 @@ async def test_capability_nll_follows_the_intervention_and_is_computed_once(engi
     assert steer.value != c0.value and prompt.value != c0.value
 
 
-def test_repeats_set_later_are_checked_too():
-    judge = create_judge("local_coherence")
-    judge.repeats = 3
+def test_repeats_have_one_owner_the_judge_entry(tmp_path):
+    """The default is registry metadata; the experiment's value reaches the factory at build
+    time (and is checked there); params.repeats moves to the entry; judges are never mutated."""
+    from steerstats.config import load_config
+    from steerstats.judges import default_repeats
+
+    assert default_repeats("local_coherence") == 2 and default_repeats("behavior") == 1
+    create_judge("local_coherence", repeats=3)
     with pytest.raises(ConfigError, match="number of wordings"):
-        judge.repeats = 4  # what the collector does with [[judges]] repeats = 4
+        create_judge("local_coherence", repeats=4)
+    base = (tmp_path / "x.toml")
+    text = ('[experiment]\nname = "x"\n[[models]]\nlabel = "m"\nbackend = "mock"\n'
+            'model = "m"\n[[methods]]\nname = "control"\n[prompts.open]\nn_topic = 0\n'
+            'n_common = 1\n[queries]\nlimit = 1\n[[judges]]\n'
+            'name = "local_coherence"\nbackend = "mock"\nmodel = "j"\n')
+    base.write_text(text + "params = { repeats = 3 }\n")
+    [js] = load_config(base).judges
+    assert js.repeats == 3 and "repeats" not in js.params
+    base.write_text(text + "repeats = 4\n")
+    with pytest.raises(ConfigError, match=r"judges\[0\]\.repeats.*number of wordings"):
+        load_config(base)

@@ -16,16 +16,11 @@ __all__ = ["design_table", "judging_table", "parse_failures"]
 _CELL = ["query_id", "prompt_id", "sample"]
 
 
-def _strengths(values: pd.Series) -> str:
-    finite = sorted({float(v) for v in values if pd.notna(v)})
-    return ", ".join(f"{v:g}" for v in finite)
-
-
 def design_table(scores: pd.DataFrame, generations: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per model x method x prompt set describing what was collected.
+    """One row per model x method x strength x prompt set describing what was collected.
 
-    Returns columns model, method, prompt_set, strengths (comma-separated steering strengths,
-    empty when not applicable), n_queries, n_prompts, n_samples, n_responses (generation rows,
+    Returns columns model, method, strength (float, NaN when not applicable), prompt_set,
+    n_queries, n_prompts, n_samples, n_responses (generation rows,
     or distinct scored responses when ``generations`` is None), n_failed (generations whose
     ``error`` is set; NaN without ``generations``) and n_absent (query x prompt x sample cells
     that another method of the same model and prompt set has but this one lacks).
@@ -39,17 +34,18 @@ def design_table(scores: pd.DataFrame, generations: pd.DataFrame | None = None) 
     else:
         require_columns(generations, {"error": "error"})
         frame["_failed"] = frame["error"].notna() & (frame["error"].astype(str) != "")
-    keys = ["model", "method", "prompt_set"]
+    keys = ["model", "method", "strength", "prompt_set"]
     cells = frame[["model", "prompt_set", *_CELL]].drop_duplicates()
     n_cells = cells.groupby(["model", "prompt_set"]).size().rename("_n_cells")
     rows = []
-    for (model, method, prompt_set), group in frame.groupby(keys, sort=True, dropna=False):
+    for (model, method, strength, prompt_set), group in frame.groupby(keys, sort=True,
+                                                                      dropna=False):
         present = group[_CELL].drop_duplicates().shape[0]
         rows.append({
             "model": model,
             "method": method,
+            "strength": float(strength),
             "prompt_set": prompt_set,
-            "strengths": _strengths(group["strength"]),
             "n_queries": group["query_id"].nunique(),
             "n_prompts": group["prompt_id"].nunique(),
             "n_samples": group["sample"].nunique(),

@@ -148,7 +148,7 @@ def build_manifest(p: Plan, generations: pd.DataFrame, scores: pd.DataFrame,
         # Judge identities carry their template digests, so a changed rubric is visible.
         "judges": [{"label": js.label, "rater": js.rater_label,
                     "repeats": session.repeats[js.label],
-                    "identity": session.judges[js.label].identity(),
+                    "identity": session.judge_identity(js.label),
                     "backend": (None if (jb := session.judge_backend(js.label)) is None
                                 else jb.identity())}
                    for js in cfg.judges],

@@ -249,7 +249,7 @@ async def build_plan(config: Experiment, session: Session, limit_queries: int | 
     # Parts shared by many keys are encoded once (the keys are the same as encoding in full).
     identities = {m.name: fragment(session.model_backend(m.name).identity())
                   for m in config.models}
-    judge_ids = {label: fragment(j.identity()) for label, j in session.judges.items()}
+    judge_ids = {label: fragment(session.judge_identity(label)) for label in session.judges}
     judge_backends = {}
     for label in session.judges:
         jb = session.judge_backend(label)

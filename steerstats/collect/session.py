@@ -21,7 +21,7 @@ from steerstats.collect.metering import (
 )
 from steerstats.config import Experiment, JudgeSpec, ModelSpec
 from steerstats.errors import ConfigError
-from steerstats.judges import create_judge
+from steerstats.judges import create_judge, default_repeats
 from steerstats.judges.base import Judge
 from steerstats.keys import canonical_json
 from steerstats.methods import create_method
@@ -73,14 +73,9 @@ class Session:
         self.judge_specs: dict[str, JudgeSpec] = {js.label: js for js in config.judges}
         self.repeats: dict[str, int] = {}
         for js in config.judges:
-            judge = create_judge(js.name, dict(js.params))
-            self.repeats[js.label] = js.effective_repeats(int(getattr(judge, "repeats", 1)))
-            for attr, value in (("repeats", self.repeats[js.label]), ("rater", js.rater_label)):
-                try:
-                    setattr(judge, attr, value)
-                except AttributeError:  # frozen judges keep their own; the spec still rules
-                    pass
-            self.judges[js.label] = judge
+            n = js.repeats if js.repeats is not None else default_repeats(js.name)
+            self.repeats[js.label] = n
+            self.judges[js.label] = create_judge(js.name, dict(js.params), repeats=n)
 
     @property
     def dry(self) -> bool:
@@ -132,6 +127,10 @@ class Session:
                                                   f"judges[{i}]"))
         self._judge_proxies[label] = proxy
         return proxy
+
+    def judge_identity(self, label: str) -> dict[str, Any]:
+        """What keys judge ``label``'s answers: the judge's identity and the entry's rater."""
+        return {**self.judges[label].identity(), "rater": self.judge_specs[label].rater_label}
 
     def context(self, model_label: str) -> MethodContext:
         """What a method may use while resolving for ``model_label``."""

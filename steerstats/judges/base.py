@@ -45,13 +45,12 @@ class JudgeInput:
 class Judge(ABC):
     """Base class for judges. Register a factory with ``@judge("name", metrics=(...))``.
 
-    ``rater`` labels the judge in the scores table ("auto" for computed metrics); ``repeats`` is
-    how many independent judgings each generation gets (the repeat index is in the cache key).
+    How many judgings each generation gets and the ``rater`` label in the scores table belong
+    to the experiment's judge entry, not the judge (see ``judges._registry``); the collector
+    puts both in the cache key beside :meth:`identity`.
     """
 
     metrics: tuple[str, ...] = ()
-    rater: str = "auto"
-    repeats: int = 1
 
     def applies_to(self, prompt: Prompt) -> bool:
         """Whether this judge scores generations for ``prompt`` (MMLU grading: mmlu only)."""
@@ -59,7 +58,7 @@ class Judge(ABC):
 
     def identity(self) -> dict[str, Any]:
         """What determines this judge's answers (name, template digest, model) for cache keys."""
-        return {"name": getattr(self, "registry_name", type(self).__name__), "rater": self.rater}
+        return {"name": getattr(self, "registry_name", type(self).__name__)}
 
     @abstractmethod
     async def score(self, item: JudgeInput, repeat: int, backend: Backend | None) -> list[Score]:

@@ -111,25 +111,14 @@ class LocalRubricJudge(Judge):
         self.criterion = criterion
         self.metrics = (criterion, f"{criterion}_argmax")
         self.wordings = tuple(wordings)
-        self.repeats = repeats  # validated by the setter (the collector may set it too)
-        self.min_digit_mass = min_digit_mass
-        self.rater = f"local-{criterion}"
-
-    @property  # type: ignore[override]
-    def repeats(self) -> int:
-        """Judging occasions per reply: one per rubric wording, so at most len(wordings)."""
-        return self._repeats
-
-    @repeats.setter
-    def repeats(self, value: int) -> None:
-        if not 1 <= int(value) <= len(self.wordings):
+        if not 1 <= int(repeats) <= len(self.wordings):
             raise ConfigError(
-                f"local_{self.criterion}: repeats must be between 1 and the number of wordings "
+                f"local_{criterion}: repeats must be between 1 and the number of wordings "
                 f"({len(self.wordings)}); each repeat uses a different wording, and the same "
-                f"wording twice would repeat the same number. Got repeats={value}; add wordings "
-                "or lower it."
+                f"wording twice would repeat the same number. Got repeats={repeats}; add "
+                "wordings or lower it."
             )
-        self._repeats = int(value)
+        self.min_digit_mass = min_digit_mass
 
     def identity(self) -> dict[str, Any]:
         return {
@@ -166,9 +155,9 @@ class LocalRubricJudge(Judge):
         return [Score(value, result[0]), Score(argmax, result[1])]
 
 
-@judge("local_behavior", metrics=("behavior", "behavior_argmax"), scale=(1, 5))
+@judge("local_behavior", metrics=("behavior", "behavior_argmax"), scale=(1, 5), repeats=2)
 def local_behavior(
-    repeats: int = 2,
+    repeats: int,
     wordings: Sequence[str] = BEHAVIOR_WORDINGS,
     min_digit_mass: float = DEFAULT_MIN_DIGIT_MASS,
 ) -> Judge:
@@ -176,9 +165,9 @@ def local_behavior(
     return LocalRubricJudge("behavior", wordings, repeats, min_digit_mass)
 
 
-@judge("local_coherence", metrics=("coherence", "coherence_argmax"), scale=(1, 5))
+@judge("local_coherence", metrics=("coherence", "coherence_argmax"), scale=(1, 5), repeats=2)
 def local_coherence(
-    repeats: int = 2,
+    repeats: int,
     wordings: Sequence[str] = COHERENCE_WORDINGS,
     min_digit_mass: float = DEFAULT_MIN_DIGIT_MASS,
 ) -> Judge:

@@ -12,15 +12,12 @@ from steerstats.backends.base import Backend
 from steerstats.datasets import parse_answer
 from steerstats.judges._registry import judge
 from steerstats.judges.base import Judge, JudgeInput, Prompt, Score
-from steerstats.schema import AUTO_RATER
 
 
 class MMLUJudge(Judge):
     """Grades MMLU replies by their last ``<answer>`` tag; needs no backend."""
 
     metrics = ("accuracy",)
-    rater = AUTO_RATER
-    repeats = 1
 
     def applies_to(self, prompt: Prompt) -> bool:
         return prompt.prompt_set == "mmlu"
@@ -28,7 +25,6 @@ class MMLUJudge(Judge):
     def identity(self) -> dict[str, Any]:
         return {
             "name": getattr(self, "registry_name", "mmlu"),
-            "rater": self.rater,
             "parser": "answer-tag-v1",
         }
 

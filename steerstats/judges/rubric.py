@@ -102,14 +102,10 @@ class RubricJudge(Judge):
         metric: str,
         template: str,
         *,
-        repeats: int = 1,
         temperature: float = 0.7,
         max_tokens: int = 400,
-        rater: str | None = None,
         use_criteria: bool = True,
     ) -> None:
-        if not isinstance(repeats, int) or repeats < 1:
-            raise ValueError(f"{metric} judge: repeats must be an integer >= 1, got {repeats!r}")
         if not 0 <= temperature <= 2:
             raise ValueError(f"{metric} judge: temperature must be in [0, 2], got {temperature!r}")
         if not isinstance(max_tokens, int) or max_tokens < 16:
@@ -119,10 +115,8 @@ class RubricJudge(Judge):
         self.metric = metric
         self.metrics = (metric,)
         self.template = template
-        self.repeats = repeats
         self.temperature = float(temperature)
         self.max_tokens = max_tokens
-        self.rater = rater or metric
         self.use_criteria = use_criteria
 
     def messages(self, item: JudgeInput) -> list[dict[str, str]]:
@@ -148,7 +142,6 @@ class RubricJudge(Judge):
     def identity(self) -> dict[str, Any]:
         return {
             "name": getattr(self, "registry_name", self.metric),
-            "rater": self.rater,
             "metric": self.metric,
             "template_digest": text_digest(SYSTEM_TEMPLATE, self.template, BEHAVIOR_DEFAULT_SCALE),
             "temperature": self.temperature,
@@ -168,37 +161,29 @@ class RubricJudge(Judge):
 
 @judge("behavior", metrics=("behavior",), scale=SCALE)
 def behavior(
-    repeats: int = 1,
     temperature: float = 0.7,
     max_tokens: int = 400,
-    rater: str | None = None,
     use_criteria: bool = True,
 ) -> Judge:
     """How strongly the response shows the queried behaviour, 1-5.
 
     Uses the query's criteria (what a 1, 3 and 5 look like) when it has them and
-    ``use_criteria`` is true. ``repeats``: independent judgings per generation (k);
-    ``temperature`` > 0 keeps them independent (the repeat index is also the request seed);
-    ``max_tokens`` for the judge's reply; ``rater``: label in the scores table (default: the
-    metric name).
+    ``use_criteria`` is true. ``temperature`` > 0 keeps repeated judgings independent (the
+    repeat index is also the request seed); ``max_tokens`` for the judge's reply.
     """
     return RubricJudge(
         "behavior",
         BEHAVIOR_TEMPLATE,
-        repeats=repeats,
         temperature=temperature,
         max_tokens=max_tokens,
-        rater=rater,
         use_criteria=use_criteria,
     )
 
 
 @judge("coherence", metrics=("coherence",), scale=SCALE)
 def coherence(
-    repeats: int = 1,
     temperature: float = 0.7,
     max_tokens: int = 400,
-    rater: str | None = None,
 ) -> Judge:
     """How fluent, well-formed and on-topic the response is, 1-5, whatever the behaviour.
 
@@ -207,9 +192,7 @@ def coherence(
     return RubricJudge(
         "coherence",
         COHERENCE_TEMPLATE,
-        repeats=repeats,
         temperature=temperature,
         max_tokens=max_tokens,
-        rater=rater,
         use_criteria=False,
     )

@@ -107,8 +107,7 @@ def design_section(data: ReportData) -> Section:
     models = sorted(design["model"].astype(str).unique())
     methods = []
     for method, rows in design.groupby("method", sort=False):
-        strengths = sorted({s.strip() for v in rows["strengths"].dropna() for s in str(v).split(",")
-                            if s.strip()}, key=float)
+        strengths = [f"{s:g}" for s in sorted(rows["strength"].dropna().unique())]
         methods.append(f"{method} (strengths {', '.join(strengths)})" if strengths else str(method))
     lines = [
         f"- **Models** ({len(models)}): {fmt.listing(models)}.",
@@ -155,11 +154,12 @@ def design_section(data: ReportData) -> Section:
         section.blocks.append(Text(provenance))
     section.blocks.append(_display(design, [
         ("Model", _text("model")), ("Method", _text("method")),
-        ("Prompt set", _text("prompt_set")), ("Strengths", _text("strengths")),
+        ("Prompt set", _text("prompt_set")),
+        ("Strength", lambda r: "" if pd.isna(r["strength"]) else f"{r['strength']:g}"),
         ("Queries", _count_col("n_queries")), ("Prompts", _count_col("n_prompts")),
         ("Samples", _count_col("n_samples")), ("Responses", _count_col("n_responses")),
         ("Failed", _count_col("n_failed")), ("Absent", _count_col("n_absent")),
-    ], "What was collected, per model, method and prompt set."))
+    ], "What was collected, per model, method, strength and prompt set."))
     return section
 
 
