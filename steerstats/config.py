@@ -6,6 +6,9 @@ a :class:`~steerstats.errors.ConfigError` naming the file, the field and what wa
 before anything runs. Relative paths (cache directory, query and prompt files) are relative to
 the TOML file. ``steerstats init my.toml --preset NAME`` copies a shipped preset
 (``steerstats/presets/NAME.toml``) as a commented starting point.
+
+Longer than most modules because it is one cohesive job: the experiment file's schema, its
+validation and the messages that name file and field, in one place a reader can check.
 """
 
 from __future__ import annotations
