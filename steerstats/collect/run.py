@@ -30,7 +30,6 @@ from steerstats.keys import KEY_VERSION
 
 __all__ = ["RunSummary", "acollect", "collect", "run"]
 
-T = TypeVar("T")
 TaskT = TypeVar("TaskT", "GenerationTask", "JudgeTask")
 
 # Tasks alive at once (their calls are bounded by the backends' semaphores; this bounds memory).

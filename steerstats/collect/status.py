@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from steerstats.collect.metering import (
     Price,
@@ -142,7 +142,6 @@ def estimate(config: Experiment, *, limit_queries: int | None = None,
     return with_plan(config, _estimate, limit_queries=limit_queries, limit_prompts=limit_prompts)
 
 
-TaskState = Literal["done", "failed", "pending"]
 
 
 @dataclass
