@@ -246,7 +246,15 @@ class GoodfireServer:
         chosen = [{"feature": 1, "strength": 0.3}]
         if len(listed) > 1:
             chosen.append({"feature": 2, "strength": -0.15})
-        return json.dumps({"reasoning": "the first features match the goal", "features": chosen})
+        reasoning = "the first features match the goal"
+        if "<features>" in prompt:  # asked for XML tags
+            tags = "".join(
+                f"<feature><number>{c['feature']}</number><strength>{c['strength']}</strength>"
+                "</feature>\n"
+                for c in chosen
+            )
+            return f"<reasoning>{reasoning}</reasoning>\n<features>\n{tags}</features>"
+        return json.dumps({"reasoning": reasoning, "features": chosen})
 
     @staticmethod
     def _completion(model: str, h: int, text: str, finish: str) -> dict[str, Any]:
