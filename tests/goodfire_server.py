@@ -336,13 +336,15 @@ Loc = tuple[str | int, ...]
 
 @dataclass(frozen=True)
 class RawRequest:
-    """One request as it arrived: headers with lower-case names, ``body`` the parsed JSON."""
+    """One request as it arrived: headers with lower-case names, ``body`` the parsed JSON
+    (``raw`` its bytes)."""
 
     method: str
     path: str
     query: tuple[tuple[str, str], ...]
     headers: dict[str, str]
     body: Any
+    raw: bytes = b""
 
 
 def _is_int(v: Any) -> bool:
@@ -368,9 +370,10 @@ class _Checker:
             return False
         for k in sorted(set(obj) - allowed):
             self.bad((*loc, k), "extra fields not permitted", "extra_forbidden")
-        for k in sorted(required - set(obj)):
+        missing = sorted(required - set(obj))
+        for k in missing:
             self.bad((*loc, k), "field required", "missing")
-        return True
+        return not missing
 
     def model(self, value: Any, loc: Loc) -> str | None:
         if value not in SUPPORTED_MODELS:
@@ -547,7 +550,7 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {k.lower(): v for k, v in self.headers.items()}
         with owner._lock:
             owner.calls[endpoint] += 1
-            owner.raw.append(RawRequest(verb, parts.path, tuple(query), headers, body))
+            owner.raw.append(RawRequest(verb, parts.path, tuple(query), headers, body, raw))
         fault = owner._next_fault(endpoint)
         if fault is not None:
             self._fault(fault)
