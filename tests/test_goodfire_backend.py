@@ -503,3 +503,13 @@ async def test_a_reply_the_sdk_cannot_parse_stays_retryable(
         await backend.autosteer("be odd")
     assert (await backend.autosteer("be funny"))  # the backend is still usable
     await backend.aclose()
+
+
+async def test_an_unusable_base_url_is_named_not_blamed_on_the_sdk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GOODFIRE_API_KEY", "gf-some-key")
+    backend = create_backend("goodfire", LLAMA_8B, {"base_url": "ftp://goodfire.example"})
+    with pytest.raises(PrerequisiteError, match="base URL 'ftp://goodfire.example' is not usable"):
+        await backend.generate(HELLO)
+    await backend.aclose()

@@ -189,6 +189,11 @@ class Transport:
             )
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise self._connect_failed(exc) from None
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+            raise PrerequisiteError(
+                f"the Goodfire base URL {redact_url(self.base_url)!r} is not usable ({exc}); "
+                f"fix base_url / {ENV_BASE_URL}"
+            ) from None
         except httpx.TimeoutException:
             self._down_since = None
             raise TransientError(f"{where} timed out after {read:g}s") from None
