@@ -12,14 +12,22 @@ Written from the request code of the installed goodfire SDK (0.3.5):
 - lookup: ``POST /api/inference/v1/features/lookup`` with ``{"indices", "model"}``; reply
   ``{"features": [{"uuid", "label", "index_in_sae"}]}``.
 Every request needs ``Authorization: Bearer <api_key>`` (else 401, as the SDK's
-``check_status_code`` expects). Replies are pure functions of the request, and a chat reply
-names the feature edits it was given, so steering is observable. ``inject`` queues faults.
+``check_status_code`` expects). Goodfire publishes no OpenAPI schema, so requests are validated
+against the schema the SDK's request code and pydantic interfaces document (``validate``): known
+fields only, their types and ranges, supported models, SAE indices within the model's SAE and
+feature uuids as the SDK sends them (32 hex digits, ``Feature.json()``'s "hex while passing
+through http"); a violation is answered 422 with a FastAPI-style ``detail`` list. The server
+hands out uuids in that same form. Replies are pure functions of the request, and a chat reply
+names the feature edits it was given, so steering is observable. ``inject`` queues faults;
+``raw`` keeps every request's method, path, query, headers and JSON body.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 import threading
 import time
 import uuid
@@ -28,7 +36,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import pytest
 
@@ -65,7 +73,7 @@ def _digest(*parts: Any) -> int:
 def feature(model: str, index: int, label: str | None = None) -> dict[str, Any]:
     """The server's feature record for ``index`` of ``model`` (stable uuid and label)."""
     return {
-        "id": str(uuid.uuid5(_NS, f"{model}:{index}")),
+        "id": uuid.uuid5(_NS, f"{model}:{index}").hex,
         "label": label if label is not None else f"feature {index} of {model.split('/')[-1]}",
         "index_in_sae": index,
     }
@@ -86,7 +94,8 @@ class GoodfireServer:
 
     ``calls[endpoint]`` counts every request received (faults and 401s included), ``served``
     only successful replies, ``served_keys`` successful replies per distinct request;
-    ``requests`` keeps (endpoint, payload) pairs in arrival order.
+    ``requests`` keeps (endpoint, payload) pairs in arrival order, ``raw`` every request as
+    it arrived and ``rejected`` the problems of each request answered 422.
     """
 
     def __init__(self, api_key: str = "gf-test-key-0123456789", latency_s: float = 0.0) -> None:
@@ -96,6 +105,8 @@ class GoodfireServer:
         self.served: Counter[str] = Counter()
         self.served_keys: Counter[str] = Counter()  # successful replies per request identity
         self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.raw: list[RawRequest] = []  # every routed request, as it arrived
+        self.rejected: list[list[dict[str, Any]]] = []  # the detail of every 422 sent
         self.faults: dict[str, deque[Fault]] = defaultdict(deque)
         self.autosteer_answers: dict[str, list[tuple[dict[str, Any], float]]] = {}
         self.search_results: dict[str, list[dict[str, Any]]] = {}
@@ -235,7 +246,15 @@ class GoodfireServer:
         chosen = [{"feature": 1, "strength": 0.3}]
         if len(listed) > 1:
             chosen.append({"feature": 2, "strength": -0.15})
-        return json.dumps({"reasoning": "the first features match the goal", "features": chosen})
+        reasoning = "the first features match the goal"
+        if "<features>" in prompt:  # asked for XML tags
+            tags = "".join(
+                f"<feature><number>{c['feature']}</number><strength>{c['strength']}</strength>"
+                "</feature>\n"
+                for c in chosen
+            )
+            return f"<reasoning>{reasoning}</reasoning>\n<features>\n{tags}</features>"
+        return json.dumps({"reasoning": reasoning, "features": chosen})
 
     @staticmethod
     def _completion(model: str, h: int, text: str, finish: str) -> dict[str, Any]:
@@ -300,6 +319,198 @@ def _controller_edits(controller: Any) -> list[tuple[int, float]]:
     return sorted(out)
 
 
+# -- request schema (from the SDK's request code and interfaces; 422 on any violation) --------
+HEX_ID = re.compile(r"[0-9a-f]{32}")
+CHAT_FIELDS = {
+    "messages", "stream", "max_completion_tokens", "top_p", "temperature", "stop", "seed",
+    "model", "controller",
+    "disable_moderation",  # sent by SDK 0.3.2-0.3.3 (always false)
+}
+CONTROLLER_FIELDS = {
+    "interventions", "scopes", "name", "nonzero_strength_threshold", "min_nudge_entropy",
+    "max_nudge_entropy",
+}
+SEARCH_PARAMS = {"query", "page", "perPage", "model"}
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class RawRequest:
+    """One request as it arrived: headers with lower-case names, ``body`` the parsed JSON
+    (``raw`` its bytes)."""
+
+    method: str
+    path: str
+    query: tuple[tuple[str, str], ...]
+    headers: dict[str, str]
+    body: Any
+    raw: bytes = b""
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+class _Checker:
+    """Collects schema violations as FastAPI-style ``{"loc", "msg", "type"}`` entries."""
+
+    def __init__(self) -> None:
+        self.problems: list[dict[str, Any]] = []
+
+    def bad(self, loc: Loc, msg: str, kind: str = "value_error") -> None:
+        self.problems.append({"loc": list(loc), "msg": msg, "type": kind})
+
+    def fields(self, obj: Any, loc: Loc, allowed: set[str], required: set[str]) -> bool:
+        if not isinstance(obj, dict):
+            self.bad(loc, "must be an object", "type_error")
+            return False
+        for k in sorted(set(obj) - allowed):
+            self.bad((*loc, k), "extra fields not permitted", "extra_forbidden")
+        missing = sorted(required - set(obj))
+        for k in missing:
+            self.bad((*loc, k), "field required", "missing")
+        return not missing
+
+    def model(self, value: Any, loc: Loc) -> str | None:
+        if value not in SUPPORTED_MODELS:
+            self.bad(loc, f"unsupported model {value!r}; supported: {', '.join(SUPPORTED_MODELS)}")
+            return None
+        return str(value)
+
+    def feature(self, f: Any, loc: Loc, model: str | None) -> None:
+        fields = {"uuid", "label", "index_in_sae", "max_activation_strength"}
+        if not self.fields(f, loc, fields, fields):
+            return
+        if not isinstance(f["uuid"], str) or not HEX_ID.fullmatch(f["uuid"]):
+            self.bad((*loc, "uuid"), f"feature uuid must be 32 hex digits, got {f['uuid']!r}")
+        if not isinstance(f["label"], str):
+            self.bad((*loc, "label"), "must be a string", "type_error")
+        index = f["index_in_sae"]
+        if not _is_int(index) or index < 0 or (model and index >= SAE_SIZE[model]):
+            self.bad((*loc, "index_in_sae"), f"not an SAE index of {model}: {index!r}")
+        if not _is_num(f["max_activation_strength"]):
+            self.bad((*loc, "max_activation_strength"), "must be a number", "type_error")
+
+    def controller(self, c: Any, loc: Loc, model: str | None) -> None:
+        if not self.fields(c, loc, CONTROLLER_FIELDS, CONTROLLER_FIELDS):
+            return
+        if not isinstance(c["name"], str) or not c["name"]:
+            self.bad((*loc, "name"), "must be a non-empty string")
+        for k in ("nonzero_strength_threshold", "min_nudge_entropy", "max_nudge_entropy"):
+            if c[k] is not None and not _is_num(c[k]):
+                self.bad((*loc, k), "must be a number or null", "type_error")
+        if c["scopes"] != []:
+            self.bad((*loc, "scopes"), "conditional scopes are not served by this test server")
+        if not isinstance(c["interventions"], list):
+            self.bad((*loc, "interventions"), "must be a list", "type_error")
+            return
+        for i, iv in enumerate(c["interventions"]):
+            here = (*loc, "interventions", i)
+            keys = {"mode", "features", "value"}
+            if not self.fields(iv, here, keys, keys):
+                continue
+            if iv["mode"] not in ("nudge", "pin", "mul"):
+                self.bad((*here, "mode"), f"unknown mode {iv['mode']!r}")
+            if not _is_num(iv["value"]):
+                self.bad((*here, "value"), "must be a finite number", "type_error")
+            group = iv["features"]
+            if not self.fields(group, (*here, "features"), {"features"}, {"features"}):
+                continue
+            feats = group["features"]
+            if not isinstance(feats, list) or not feats:
+                self.bad((*here, "features", "features"), "must be a non-empty list")
+                continue
+            for j, f in enumerate(feats):
+                self.feature(f, (*here, "features", "features", j), model)
+
+    def chat(self, body: Any) -> None:
+        if not self.fields(body, ("body",), CHAT_FIELDS, {"messages", "model"}):
+            return
+        model = self.model(body["model"], ("body", "model"))
+        messages = body["messages"]
+        if not isinstance(messages, list) or not messages:
+            self.bad(("body", "messages"), "must be a non-empty list")
+        else:
+            for i, m in enumerate(messages):
+                loc = ("body", "messages", i)
+                if self.fields(m, loc, {"role", "content"}, {"role", "content"}):
+                    if m["role"] not in ("system", "user", "assistant"):
+                        self.bad((*loc, "role"), f"unknown role {m['role']!r}")
+                    if not isinstance(m["content"], str):
+                        self.bad((*loc, "content"), "must be a string", "type_error")
+        if "stream" in body and not isinstance(body["stream"], bool):
+            self.bad(("body", "stream"), "must be a boolean", "type_error")
+        if body.get("stream"):
+            self.bad(("body", "stream"), "streaming is not served by this test server")
+        mct = body.get("max_completion_tokens")
+        if mct is not None and (not _is_int(mct) or mct < 1):
+            self.bad(("body", "max_completion_tokens"), "must be an integer >= 1 or null")
+        if "top_p" in body and not (_is_num(body["top_p"]) and 0 < body["top_p"] <= 1):
+            self.bad(("body", "top_p"), "must be a number in (0, 1]")
+        temp = body.get("temperature", 0.6)
+        if not (_is_num(temp) and 0 <= temp <= 2):
+            self.bad(("body", "temperature"), "must be a number in [0, 2]")
+        stop = body.get("stop")
+        if not (stop is None or isinstance(stop, str) or (
+            isinstance(stop, list) and all(isinstance(x, str) for x in stop)
+        )):
+            self.bad(("body", "stop"), "must be a string, a list of strings or null")
+        if body.get("seed") is not None and not _is_int(body["seed"]):
+            self.bad(("body", "seed"), "must be an integer or null", "type_error")
+        if "disable_moderation" in body and not isinstance(body["disable_moderation"], bool):
+            self.bad(("body", "disable_moderation"), "must be a boolean", "type_error")
+        if "controller" in body:
+            self.controller(body["controller"], ("body", "controller"), model)
+
+    def autosteer(self, body: Any) -> None:
+        keys = {"specification", "model"}
+        if self.fields(body, ("body",), keys, keys):
+            self.model(body["model"], ("body", "model"))
+            spec = body["specification"]
+            if not isinstance(spec, str) or not spec.strip():
+                self.bad(("body", "specification"), "must be a non-empty string")
+
+    def lookup(self, body: Any) -> None:
+        keys = {"indices", "model"}
+        if self.fields(body, ("body",), keys, keys):
+            self.model(body["model"], ("body", "model"))
+            indices = body["indices"]
+            if not isinstance(indices, list) or not all(_is_int(i) and i >= 0 for i in indices):
+                self.bad(("body", "indices"), "must be a list of integers >= 0")
+
+    def search(self, query: list[tuple[str, str]]) -> None:
+        names = [k for k, _ in query]
+        for k in sorted(set(names) - SEARCH_PARAMS):
+            self.bad(("query", k), "extra fields not permitted", "extra_forbidden")
+        for k in sorted(SEARCH_PARAMS - set(names)):
+            self.bad(("query", k), "field required", "missing")
+        for k in sorted({k for k in names if names.count(k) > 1}):
+            self.bad(("query", k), "given more than once")
+        params = dict(query)
+        if "model" in params:
+            self.model(params["model"], ("query", "model"))
+        if "query" in params and not params["query"].strip():
+            self.bad(("query", "query"), "must be a non-empty string")
+        for k, top in (("page", 10**6), ("perPage", 100)):
+            if k in params and not (params[k].isdigit() and 1 <= int(params[k]) <= top):
+                self.bad(("query", k), f"must be an integer in [1, {top}]")
+
+
+def validate(endpoint: str, body: Any = None, query: list[tuple[str, str]] | None = None,
+             ) -> list[dict[str, Any]]:
+    """The schema violations of one request to ``endpoint`` (empty when it is valid)."""
+    check = _Checker()
+    if endpoint == "search":
+        check.search(query or [])
+    else:
+        getattr(check, endpoint)(body)
+    return check.problems
+
+
 class _Handler(BaseHTTPRequestHandler):
     owner: GoodfireServer
     protocol_version = "HTTP/1.1"
@@ -331,8 +542,15 @@ class _Handler(BaseHTTPRequestHandler):
         if endpoint is None:
             self._send(404, b"Not found.")
             return
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        headers = {k.lower(): v for k, v in self.headers.items()}
         with owner._lock:
             owner.calls[endpoint] += 1
+            owner.raw.append(RawRequest(verb, parts.path, tuple(query), headers, body, raw))
         fault = owner._next_fault(endpoint)
         if fault is not None:
             self._fault(fault)
@@ -342,20 +560,31 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if owner.latency_s:
             time.sleep(owner.latency_s)
+        if verb == "GET":
+            params = parse_qs(parts.query, keep_blank_values=True)
+            payload: dict[str, Any] = {k: v[0] if len(v) == 1 else v for k, v in params.items()}
+        else:
+            payload = body
+        with owner._lock:
+            owner.requests.append((endpoint, payload))
+        problems = (
+            validate(endpoint, query=query)
+            if verb == "GET"
+            else (
+                validate(endpoint, body)
+                if isinstance(body, dict)
+                else [{"loc": ["body"], "msg": "invalid JSON object", "type": "json_invalid"}]
+            )
+        )
+        if problems:
+            with owner._lock:
+                owner.rejected.append(problems)
+            self._send(422, json.dumps({"detail": problems}).encode())
+            return
         try:
-            if verb == "GET":
-                params = parse_qs(parts.query)
-                payload: dict[str, Any] = {k: v[0] if len(v) == 1 else v for k, v in params.items()}
-                with owner._lock:
-                    owner.requests.append((endpoint, payload))
-                reply = owner.search(params)
-            else:
-                payload = json.loads(raw)
-                with owner._lock:
-                    owner.requests.append((endpoint, payload))
-                reply = getattr(owner, endpoint)(payload)
+            reply = owner.search(params) if verb == "GET" else getattr(owner, endpoint)(payload)
         except (_BadRequest, KeyError, ValueError, TypeError) as exc:
-            self._send(400, str(exc).encode())
+            self._send(422, json.dumps({"detail": [{"msg": str(exc)}]}).encode())
             return
         with owner._lock:
             owner.served[endpoint] += 1

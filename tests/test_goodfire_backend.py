@@ -246,7 +246,7 @@ async def test_rejected_request_is_a_plain_failure_and_the_key_is_redacted(
     assert goodfire_server.api_key not in str(info.value)
     assert not backend.should_retry(info.value)
     unsupported = make(goodfire_server, model="meta-llama/Not-A-Goodfire-Model")
-    with pytest.raises(GoodfireRequestError, match="HTTP 400.*unsupported model"):
+    with pytest.raises(GoodfireRequestError, match="HTTP 422.*unsupported model"):
         await unsupported.generate(HELLO)
     await backend.aclose()
     await unsupported.aclose()
@@ -323,12 +323,14 @@ def test_identity_has_the_base_url_and_answer_options_but_no_key(
             "top_p": 0.9,
             "stop": ["<|eot_id|>", "<|begin_of_text|>"],
             "system_prompt": "",
+            "sdk_system_prompt": "",  # the SDK's default system prompt is not sent
+            "feature_ids": "sdk",
         },
     }
     assert "gf-secret" not in repr(ident) and "pw" not in repr(ident)
     # timeouts and concurrency do not change answers, so they do not change keys
     assert (
-        create_backend("goodfire", LLAMA_8B, {"timeout_s": 99, "max_concurrency": 2}).identity()
+        create_backend("goodfire", LLAMA_8B, {"timeout_s": "sdk", "max_concurrency": 2}).identity()
         == ident
     )
     assert backend.base_url == "https://user:pw@goodfire.example:8443"
@@ -361,3 +363,153 @@ def test_registering_backends_does_not_import_the_sdk() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+# -- the seed study's request details (issue 16) and SDK compatibility (issue 12 item 8) -------
+
+
+async def test_sdk_system_prompt_goes_first_in_every_request(
+    goodfire_server: GoodfireServer,
+) -> None:
+    from goodfire.api.chat.client import DEFAULT_SYSTEM_PROMPT
+
+    backend = make(goodfire_server, sdk_system_prompt=True, system_prompt="You are a helper.")
+    await backend.generate(HELLO)
+    own = [{"role": "system", "content": "When answering, please be funny."}, *HELLO.messages]
+    await backend.generate(GenerationRequest(messages=own))
+    first, second = (p["messages"] for _, p in goodfire_server.requests)
+    sdk = {"role": "system", "content": DEFAULT_SYSTEM_PROMPT}
+    # as the SDK's async create() does: its prompt first, then the request's (or the filler)
+    assert first == [sdk, {"role": "system", "content": "You are a helper."}, *HELLO.messages]
+    assert second == [sdk, *own]
+    assert backend.identity()["options"]["sdk_system_prompt"] == DEFAULT_SYSTEM_PROMPT
+    await backend.aclose()
+
+
+async def test_feature_ids_go_out_as_the_sdk_sends_them(goodfire_server: GoodfireServer) -> None:
+    import uuid
+
+    backend = make(goodfire_server)
+    found = await backend.search_features("be funny", 2)
+    dashed = str(uuid.UUID(found[0]["id"]))
+    spec = Steering("feature_edits", {"edits": [{**found[0], "value": 0.3}]})
+    await backend.generate(GenerationRequest(messages=HELLO.messages, steering=spec))
+    (_, payload) = goodfire_server.requests[-1]
+    sent = payload["controller"]["interventions"][0]["features"]["features"][0]["uuid"]
+    assert sent == found[0]["id"] == uuid.UUID(dashed).hex  # 32 hex digits, no dashes
+    # an id stored with dashes (an older cache) is sent as the SDK would send its UUID ...
+    moved = Steering("feature_edits", {"edits": [{**found[0], "id": dashed, "value": 0.3}]})
+    hexed = make(goodfire_server, feature_ids="hex")
+    await hexed.generate(GenerationRequest(messages=HELLO.messages, steering=moved))
+    assert goodfire_server.requests[-1][1]["controller"]["interventions"][0]["features"][
+        "features"][0]["uuid"] == uuid.UUID(dashed).hex
+    # ... and dashes on the wire are refused by a server that validates the id format
+    with pytest.raises(GoodfireRequestError, match="HTTP 422.*uuid must be 32 hex digits"):
+        await make(goodfire_server, feature_ids="dashed").generate(
+            GenerationRequest(messages=HELLO.messages, steering=spec)
+        )
+    with pytest.raises(ConfigError, match="feature_ids"):
+        make(goodfire_server, feature_ids="braces")
+    await backend.aclose()
+    await hexed.aclose()
+
+
+async def test_sdk_timeouts_are_the_sdks_own_per_call(goodfire_server: GoodfireServer) -> None:
+    backend = make(goodfire_server, timeout_s="sdk")
+    seen = {}
+    for name, call in {**CALLS, "lookup": lambda b: b.lookup_features([3])}.items():
+        await call(backend)
+        seen[name] = backend._transport.last_timeout_s
+    # chat.completions.create(timeout=320), features.AutoSteer(timeout=60); search and lookup
+    # pass none, so the SDK wrapper's default (10 s) applies
+    assert seen == {"chat": 320.0, "autosteer": 60.0, "search": 10.0, "lookup": 10.0}
+    fixed = make(goodfire_server, timeout_s=7)
+    await fixed.generate(HELLO)
+    assert fixed._transport.last_timeout_s == 7.0
+    with pytest.raises(ConfigError, match="timeout_s"):
+        make(goodfire_server, timeout_s="forever")
+    await backend.aclose()
+    await fixed.aclose()
+
+
+@pytest.mark.parametrize("version", ["0.3.1", "0.3.0", "0.4.0", "1.0"])
+def test_unsupported_sdk_release_is_refused_at_start_up(
+    monkeypatch: pytest.MonkeyPatch, version: str
+) -> None:
+    import goodfire
+
+    monkeypatch.setattr(goodfire, "__version__", version)
+    with pytest.raises(PrerequisiteError, match=rf"goodfire SDK {version} is not supported.*"
+                       r"pip install 'goodfire>=0\.3\.2,<0\.4'"):
+        create_backend("goodfire", LLAMA_8B)
+
+
+def test_a_changed_http_wrapper_signature_is_refused_at_start_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from goodfire.api.utils import AsyncHTTPWrapper
+
+    async def post(self, url, headers=None, body=None, timeout=10):  # type: ignore[no-untyped-def]
+        raise AssertionError("never called")
+
+    monkeypatch.setattr(AsyncHTTPWrapper, "post", post)
+    with pytest.raises(PrerequisiteError, match=r"incompatible.*AsyncHTTPWrapper\.post\(self, "
+                       r"url, headers, body, timeout\)"):
+        create_backend("goodfire", LLAMA_8B)
+
+
+async def test_an_incompatible_sdk_is_reported_once_and_not_retried(
+    goodfire_server: GoodfireServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # goodfire 0.3.0/0.3.1 return the reply message as a pydantic model, not a dict
+    from goodfire.api.chat import client as chat_client
+    from pydantic import BaseModel
+
+    class Message(BaseModel):
+        role: str
+        content: str
+
+    class Choice(BaseModel):
+        index: int
+        message: Message
+        finish_reason: str | None
+
+    class Completion(chat_client.ChatCompletion):  # type: ignore[misc]
+        choices: list[Choice]  # type: ignore[assignment]
+
+    monkeypatch.setattr(chat_client, "ChatCompletion", Completion)
+    backend = make(goodfire_server)
+    with pytest.raises(PrerequisiteError, match=r"goodfire SDK .* is incompatible.*chat "
+                       r"completion.*TypeError.*pip install 'goodfire>=0\.3\.2,<0\.4'") as info:
+        await backend.generate(HELLO)
+    assert not backend.should_retry(info.value)
+    # reported once: every later call fails at once, without another (paid) request
+    for call in CALLS.values():
+        with pytest.raises(PrerequisiteError, match="incompatible"):
+            await call(backend)
+    assert goodfire_server.calls["chat"] == 1 and sum(goodfire_server.calls.values()) == 1
+    await backend.aclose()
+
+
+async def test_a_reply_the_sdk_cannot_parse_stays_retryable(
+    goodfire_server: GoodfireServer,
+) -> None:
+    backend = make(goodfire_server)
+    goodfire_server.autosteer_answers["be odd"] = [({"id": "x", "label": "y"}, 0.3)]  # no index
+    with pytest.raises(TransientError, match="malformed Auto Steer reply.*KeyError"):
+        await backend.autosteer("be odd")
+    goodfire_server.autosteer_answers["be odd"] = [(feature(LLAMA_8B, 5), "strong")]
+    with pytest.raises(TransientError, match="malformed Auto Steer reply.*not a number"):
+        await backend.autosteer("be odd")
+    assert (await backend.autosteer("be funny"))  # the backend is still usable
+    await backend.aclose()
+
+
+async def test_an_unusable_base_url_is_named_not_blamed_on_the_sdk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GOODFIRE_API_KEY", "gf-some-key")
+    backend = create_backend("goodfire", LLAMA_8B, {"base_url": "ftp://goodfire.example"})
+    with pytest.raises(PrerequisiteError, match="base URL 'ftp://goodfire.example' is not usable"):
+        await backend.generate(HELLO)
+    await backend.aclose()

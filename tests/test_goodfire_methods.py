@@ -409,3 +409,79 @@ async def test_agentic_picker_can_be_a_goodfire_model(goodfire_server: GoodfireS
     picks = [p for e, p in goodfire_server.requests if e == "chat"]
     assert [p["model"] for p in picks] == [LLAMA_70B, LLAMA_70B]
     assert "feature 42 is not in the list" in picks[1]["messages"][-1]["content"]
+
+
+# -- the seed study's choices (issue 16) ----------------------------------------------------
+
+
+async def test_autosteer_prompt_can_call_auto_steer_afresh_as_the_seed_study_did(
+    goodfire_server: GoodfireServer,
+) -> None:
+    ctx = context(goodfire_server, MemoryCache())
+    alone = await create_method("autosteer").resolve(FUNNY, 1.0, ctx)
+    goodfire_server.autosteer_answers["be funny"] = [(feature(LLAMA_8B, 77, "puns"), 0.4)]
+    own = create_method("autosteer+prompt", {"reuse_autosteer": False})
+    combined = await own.resolve(FUNNY, 1.0, ctx)
+    assert goodfire_server.served["autosteer"] == 2  # a call of its own, once per query x model
+    assert spec_values(combined) == [(77, 0.4)] != spec_values(alone)
+    assert spec_values(await own.resolve(FUNNY, 0.5, ctx)) == [(77, 0.2)]
+    shared = await create_method("autosteer+prompt").resolve(FUNNY, 1.0, ctx)
+    assert shared.steering == alone.steering  # the default shares autosteer's call
+    assert goodfire_server.served["autosteer"] == 2
+    with pytest.raises(ConfigError, match="reuse_autosteer must be true or false"):
+        create_method("autosteer+prompt", {"reuse_autosteer": "no"})
+
+
+def xml_pick(*choices: tuple[object, object], reasoning: str = "these fit") -> str:
+    tags = "".join(
+        f"<feature><number>{n}</number><strength>{s}</strength></feature>" for n, s in choices
+    )
+    return f"<reasoning>{reasoning}</reasoning>\n<features>{tags}</features>"
+
+
+def test_parse_pick_reads_xml_tags() -> None:
+    candidates = [
+        FeatureEdit(id=f"id-{i}", index=10 + i, label=f"f{i}", value=0.0) for i in range(4)
+    ]
+    reply = "Here you go & enjoy:\n" + xml_pick((3, -0.5), (1, " 0.25 "), reasoning="r < s")
+    edits, why = parse_pick(reply, candidates, 3, -0.6, 0.6, answer_format="xml")
+    assert [(e.index, e.value) for e in edits] == [(12, -0.5), (10, 0.25)] and why == "r < s"
+    for bad, problem in [
+        ("<features></features>", "between 1 and 3 features, got 0"),
+        ("I pick feature 2.", "no <features>"),
+        ("<features><feature><number>2</number></feature></features>", "needs a <number> and"),
+        (xml_pick((1, 0.7)), r"outside \[-0.6, 0.6\]"),
+        (xml_pick(("two", 0.1)), "XML does not match the required form"),
+        (xml_pick((1, 0.1), (2, 0.1), (3, 0.1), (4, 0.1)), "between 1 and 3 features, got 4"),
+    ]:
+        with pytest.raises(ValueError, match=problem):
+            parse_pick(bad, candidates, 3, -0.6, 0.6, answer_format="xml")
+
+
+async def test_the_seed_studys_picker_llama_70b_on_goodfire_answering_in_xml(
+    goodfire_server: GoodfireServer,
+) -> None:
+    picker = create_backend(
+        "goodfire", LLAMA_70B, {"base_url": goodfire_server.url, "sdk_system_prompt": True}
+    )
+    ctx = context(goodfire_server, MemoryCache(), picker=picker)
+    params = {
+        "picker": "picker-llm", "candidates": 10, "max_features": 3, "min_strength": -0.6,
+        "max_strength": 0.6, "temperature": 0.0, "max_tokens": 2048, "seed": 42,
+        "answer_format": "xml",
+    }
+    iv = await create_method("agentic", params).resolve(FUNNY, 1.0, ctx)
+    found = await ctx.backend.search_features("be funny", 10)
+    assert spec_values(iv) == [(found[0]["index"], 0.3), (found[1]["index"], -0.15)]
+    (search, *_), (chat,) = (
+        [p for e, p in goodfire_server.requests if e == kind] for kind in ("search", "chat")
+    )
+    assert search["perPage"] == "10"
+    assert (chat["model"], chat["temperature"], chat["max_completion_tokens"], chat["seed"]) == (
+        LLAMA_70B, 0.0, 2048, 42,
+    )
+    asked = chat["messages"][-1]["content"]
+    assert "<features>" in asked and "between 1 and 3" in asked and "-0.6 and 0.6" in asked
+    assert "JSON" not in asked
+    with pytest.raises(ConfigError, match="answer_format must be one of json, xml"):
+        create_method("agentic", {**params, "answer_format": "yaml"})

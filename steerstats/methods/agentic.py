@@ -2,7 +2,8 @@
 
 The steered model's backend searches its SAE features for the query text; a chat model (any
 backend configured under the name ``picker``) chooses up to ``max_features`` of the candidates
-with strengths, answering in JSON that is validated with pydantic. An invalid answer is shown
+with strengths, answering in JSON or XML tags (``answer_format``; the seed study's picker
+answered in XML), validated with pydantic either way. An invalid answer is shown
 back to the picker with the problem, up to ``attempts`` times in all; after that the resolution
 fails with :class:`FeaturePickError` (recorded as a failure; a pick is never guessed). The
 search result and the pick are each resolved once per query x model through the resolution
@@ -55,6 +56,22 @@ RETRY = (
     "feature numbers from the list and strengths between {lo} and {hi}."
 )
 
+# The same task answered in XML tags (the seed study's picker format; its exact wording is not
+# public, so this is steerstats' own text with the study's answer format).
+INSTRUCTIONS_XML = INSTRUCTIONS.split("Answer with only")[0] + "\n".join([
+    "Answer with only these XML tags, nothing else, one <feature> per chosen feature:",
+    "<reasoning>one or two sentences</reasoning>",
+    "<features>",
+    "<feature><number>feature number</number><strength>strength</strength></feature>",
+    "</features>",
+])
+
+RETRY_XML = (
+    "That answer could not be used: {problem}. Answer again with only the XML tags, using "
+    "feature numbers from the list and strengths between {lo} and {hi}."
+)
+ANSWER_FORMATS = {"json": (INSTRUCTIONS, RETRY), "xml": (INSTRUCTIONS_XML, RETRY_XML)}
+
 SEARCH_NAMESPACE = "goodfire.search"
 PICK_NAMESPACE = "agentic.pick"
 
@@ -92,18 +109,51 @@ def _json_object(text: str) -> Any:
     raise ValueError("the reply contains no JSON object")
 
 
+def _tag(name: str, text: str) -> str | None:
+    """The text inside the last ``<name>...</name>`` in ``text`` (None when there is none)."""
+    found = re.findall(rf"<{name}>(.*?)</{name}>", text, re.DOTALL | re.IGNORECASE)
+    return found[-1].strip() if found else None
+
+
+def _xml_object(text: str) -> dict[str, Any]:
+    """The pick in an XML-tag reply, as the dict the JSON form gives (not yet validated).
+
+    Tags are read with patterns, not an XML parser: replies are model text, where a stray
+    "&" or "<" in the reasoning must not void an otherwise clear pick.
+    """
+    block = _tag("features", text)
+    if block is None:
+        raise ValueError("the reply contains no <features>...</features> block")
+    features = []
+    items = re.findall(r"<feature>(.*?)</feature>", block, re.DOTALL | re.IGNORECASE)
+    for n, item in enumerate(items, 1):
+        number, strength = _tag("number", item), _tag("strength", item)
+        if number is None or strength is None:
+            raise ValueError(f"<feature> {n} needs a <number> and a <strength>")
+        features.append({"feature": number, "strength": strength})
+    return {"reasoning": _tag("reasoning", text) or "", "features": features}
+
+
 def parse_pick(
-    text: str, candidates: Sequence[FeatureEdit], max_features: int, lo: float, hi: float
+    text: str,
+    candidates: Sequence[FeatureEdit],
+    max_features: int,
+    lo: float,
+    hi: float,
+    answer_format: str = "json",
 ) -> tuple[list[FeatureEdit], str]:
     """Validate a picker reply against the numbered ``candidates``; ValueError says what is wrong.
 
-    Returns the chosen edits (candidate features with the picked strengths) and the reasoning.
+    ``answer_format`` is "json" or "xml" (the form the instructions asked for). Returns the
+    chosen edits (candidate features with the picked strengths) and the reasoning.
     """
+    raw = _xml_object(text) if answer_format == "xml" else _json_object(text)
     try:
-        pick = _Pick.model_validate(_json_object(text))
+        pick = _Pick.model_validate(raw)
     except ValidationError as exc:
         problems = describe_validation_error(exc)
-        raise ValueError(f"the JSON does not match the required form ({problems})") from None
+        form = "XML" if answer_format == "xml" else "JSON"
+        raise ValueError(f"the {form} does not match the required form ({problems})") from None
     if not 1 <= len(pick.features) <= max_features:
         raise ValueError(f"choose between 1 and {max_features} features, got {len(pick.features)}")
     numbers = [c.feature for c in pick.features]
@@ -135,6 +185,7 @@ class Agentic(Method):
         temperature: float,
         max_tokens: int,
         seed: int | None,
+        answer_format: str = "json",
     ) -> None:
         if not picker:
             raise ConfigError("method 'agentic': 'picker' must name a configured chat model")
@@ -156,6 +207,13 @@ class Agentic(Method):
                 "method 'agentic': need min_strength < max_strength, "
                 f"got [{min_strength}, {max_strength}]"
             )
+        if answer_format not in ANSWER_FORMATS:
+            raise ConfigError(
+                f"method 'agentic': answer_format must be one of {', '.join(ANSWER_FORMATS)}, "
+                f"got {answer_format!r}"
+            )
+        self.answer_format = answer_format
+        self.instructions, self.retry = ANSWER_FORMATS[answer_format]
         self.picker = picker
         self.candidates = candidates
         self.max_features = max_features
@@ -183,7 +241,7 @@ class Agentic(Method):
             query=query.text,
             candidates=[c.model_dump() for c in found],
             picker=picker.identity(),
-            prompt=[SYSTEM, INSTRUCTIONS, RETRY],
+            prompt=[SYSTEM, self.instructions, self.retry],
             max_features=self.max_features,
             bounds=[self.lo, self.hi],
             attempts=self.attempts,
@@ -220,7 +278,7 @@ class Agentic(Method):
             {"role": "system", "content": SYSTEM},
             {
                 "role": "user",
-                "content": INSTRUCTIONS.format(
+                "content": self.instructions.format(
                     query=query.text,
                     candidates=listing,
                     max_features=self.max_features,
@@ -241,14 +299,17 @@ class Agentic(Method):
             )
             try:
                 edits, reasoning = parse_pick(
-                    reply.text, found, self.max_features, self.lo, self.hi
+                    reply.text, found, self.max_features, self.lo, self.hi, self.answer_format
                 )
             except ValueError as exc:
                 problems.append(str(exc))
                 messages = [
                     *messages,
                     {"role": "assistant", "content": reply.text},
-                    {"role": "user", "content": RETRY.format(problem=exc, lo=self.lo, hi=self.hi)},
+                    {
+                        "role": "user",
+                        "content": self.retry.format(problem=exc, lo=self.lo, hi=self.hi),
+                    },
                 ]
                 continue
             return {
@@ -273,9 +334,11 @@ def agentic(
     temperature: float = 0.0,
     max_tokens: int = 600,
     seed: int | None = 0,
+    answer_format: str = "json",
 ) -> Method:
-    """Feature search, then the chat model ``picker`` chooses features and strengths (JSON,
-    validated, retried up to ``attempts`` times, never guessed), scaled by the sweep's strength."""
+    """Feature search, then the chat model ``picker`` chooses features and strengths (JSON or
+    XML tags per ``answer_format``, validated, retried up to ``attempts`` times, never guessed),
+    scaled by the sweep's strength."""
     return Agentic(
         picker,
         candidates,
@@ -286,4 +349,5 @@ def agentic(
         temperature,
         max_tokens,
         seed,
+        answer_format,
     )

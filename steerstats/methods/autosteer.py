@@ -20,10 +20,19 @@ from steerstats.methods.base import Intervention, Method, MethodContext, Query
 NAMESPACE = "goodfire.autosteer"
 
 
-async def autosteer_edits(query: Query, ctx: MethodContext, method_name: str) -> list[FeatureEdit]:
-    """Auto Steer's edits for ``query`` on the context's model (one call per query x model)."""
+async def autosteer_edits(
+    query: Query, ctx: MethodContext, method_name: str, own_call: bool = False
+) -> list[FeatureEdit]:
+    """Auto Steer's edits for ``query`` on the context's model (one call per query x model).
+
+    ``own_call``: ``method_name`` gets edits from an Auto Steer call of its own instead of
+    sharing the ``autosteer`` method's (as the seed study's combined method did); Auto Steer
+    may answer differently each time, so the two methods may then steer differently.
+    """
     call = backend_extra(ctx.backend, "autosteer", method_name)
     key = resolution_key(ctx.backend, query=query.text)
+    if own_call:
+        key["called_for"] = method_name
     return await cached_edits(ctx, NAMESPACE, key, lambda: call(query.text))
 
 

@@ -6,6 +6,9 @@ from steerstats.methods._registry import method
 from steerstats.methods.base import Intervention, Method, MethodContext, Query
 
 DEFAULT_TEMPLATE = "You are a helpful assistant. In every reply, {query}."
+# The seed study's MMLU prompt method (its open-prompt study used "When answering to the
+# following prompt, {query}"); it replaced the request's system message, as every template does.
+SEED_STUDY_TEMPLATE = "When answering, please {query}."
 
 
 def render_prompt(template: str, query: Query) -> str:
