@@ -343,8 +343,8 @@ def test_identity_has_the_base_url_and_answer_options_but_no_key(
 
 async def test_other_steering_kinds_are_refused(goodfire_server: GoodfireServer) -> None:
     backend = make(goodfire_server)
-    caa = Steering("caa", {"vector": "abc123", "coefficient": 4.0})
-    with pytest.raises(TypeError, match="'feature_edits'.*got 'caa'"):
+    caa = Steering("vector", {"vector": "abc123", "coefficient": 4.0})
+    with pytest.raises(TypeError, match="'feature_edits'.*got 'vector'"):
         await backend.generate(GenerationRequest(messages=HELLO.messages, steering=caa))
     assert sum(goodfire_server.calls.values()) == 0
 
