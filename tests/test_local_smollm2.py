@@ -53,7 +53,7 @@ async def test_smollm2_generates_steers_and_judges():
         )
         assert steered.text != plain.text
 
-        judge = create_judge("local_coherence", {"repeats": 1})
+        judge = create_judge("local_coherence", repeats=1)
         [value, argmax] = await judge.score(
             JudgeInput(
                 pirate,
