@@ -53,7 +53,9 @@ async def test_faults_become_transient_errors(server: FakeOpenAIServer, fault: s
         assert b.should_retry(err.value)
         if fault in ("drop", "timeout"):  # aiohttp reports both as timeouts: told apart here
             assert str(err.value).startswith(
-                "timed out" if fault == "timeout" else "connection error"), str(err.value)
+                "no reply within 0.5s" if fault == "timeout" else "connection error"
+            ), str(err.value)
+            assert err.value.timeout == (fault == "timeout")
         assert b.retry_after(err.value) == (7.0 if fault == "429" else None)
         res = await b.generate(req())  # the next call is fine: nothing sticks
         assert res.text.startswith("Fake reply")
@@ -114,5 +116,5 @@ def test_options_are_checked_and_identity_keeps_only_what_shapes_answers() -> No
 
 async def test_activation_steering_is_refused_with_a_fix() -> None:
     b = create_backend("openai", "m", {"base_url": "http://127.0.0.1:1/v1"})
-    with pytest.raises(ConfigError, match="cannot apply 'caa' steering.*local, goodfire"):
+    with pytest.raises(ConfigError, match="cannot apply 'vector' steering.*local, goodfire"):
         await b.generate(req(steering=Steering("caa", {"digest": "x"})))
