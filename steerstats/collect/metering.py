@@ -49,6 +49,7 @@ class Usage:
     cost_usd: float = 0.0
     cost_known: bool = True
     latency_s: float = 0.0  # summed over successful calls
+    replies: list[str] = field(default_factory=list)  # texts of the generations returned
 
     def add(self, calls: int = 0, prompt_tokens: int = 0, completion_tokens: int = 0,
             cost_usd: float | None = 0.0, latency_s: float = 0.0) -> None:
@@ -420,6 +421,9 @@ class Meter:
                     self.stats.cost_usd += cost or 0.0
                     _add_usage(calls=1, prompt_tokens=pt, completion_tokens=ct, cost_usd=cost,
                                latency_s=time.perf_counter() - t0)
+                    if isinstance(out, GenerationResult):
+                        for usage in _USAGE.get():
+                            usage.replies.append(out.text)
                     return out
             self.stats.retries += 1
             delay = self.retry.delay(attempt, retry_after, self._rng)

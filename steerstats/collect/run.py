@@ -291,6 +291,9 @@ class _Runner:
                 self.summary.failed_judgements += 1
                 self.advance(1)
                 return
+        if usage.replies:  # kept once, in "replies", not again beside each score
+            for row in rows:
+                row.pop("reply", None)
         record = {
             "v": KEY_VERSION, "kind": "judgement", "key": key, "generation_key": g.key,
             "judge": jt.judge, "rater": self.session.judge_specs[jt.judge].rater_label,
@@ -299,6 +302,8 @@ class _Runner:
             "cost_usd": usage.cost_usd if usage.cost_known else None,
             "calls": usage.calls, "latency_s": usage.latency_s,
             "judge_backend": None if jb is None else jb.identity(),
+            # the raw text of every reply the judge got (what its scores were read from)
+            "replies": list(usage.replies),
             "started_at": started, "finished_at": now_iso(),
             "task": {**g.meta(), "judge": jt.judge, "repeat": jt.repeat},
         }
@@ -472,6 +477,8 @@ async def run(p: Plan, *, progress: bool = True, console: Any = None) -> RunSumm
             summary.warnings.append(
                 f"judge {label}: {bad} of {n} scores unparsed ({bad / n:.0%}); see the "
                 "judgements table (`steerstats export`) for its raw replies")
+    cache.ledger.flush()  # settlements still queued: the totals below include them
+    meter.budget.refresh()
     summary.calls = meter.stats.calls - start_calls
     summary.retries = meter.stats.retries
     summary.timeouts = meter.stats.timeouts
