@@ -21,6 +21,7 @@ from steerstats import __version__
 from steerstats.collect.plan import Plan, with_plan
 from steerstats.collect.status import recorded_usage
 from steerstats.config import Experiment
+from steerstats.redact import redact
 from steerstats.results import Format, package_versions, write_results
 from steerstats.schema import GENERATION_COLUMNS, JUDGEMENT_COLUMNS, SCORE_COLUMNS
 
@@ -224,6 +225,7 @@ def export(config: Experiment, out_dir: str | Path, fmt: Format = "parquet", *,
     def write(p: Plan) -> Path:
         gens, scs = generations_table(p), scores_table(p)
         return write_results(out_dir, gens, scs, build_manifest(p, gens, scs, limits), fmt,
-                             experiment_toml=config.text, judgements=judgements_table(p))
+                             experiment_toml=None if config.text is None else redact(config.text),
+                             judgements=judgements_table(p))
 
     return with_plan(config, write, limit_queries=limit_queries, limit_prompts=limit_prompts)
