@@ -68,20 +68,24 @@ def _duration(s: float) -> str:
 
 def print_check(out: Console, rows: list[CheckRow]) -> None:
     """What `collect --check` found, with suggested concurrency and timeout per backend."""
-    t = _table("collect --check: one call per model and chat judge",
-               ("stage", "backend", "latency", "worked", "parsed", "concurrency",
-                "suggested concurrency", "suggested timeout_s", "note"))
+    t = Table(title="collect --check: one call per model and chat judge")
+    for col in ("stage", "backend", "latency", "parsed", "concurrency now -> suggested",
+                "timeout_s suggested"):
+        t.add_column(col, justify="left" if col in ("stage", "backend") else "right")
     for r in rows:
         t.add_row(escape(r.stage), escape(r.backend),
-                  "-" if r.latency_s is None else f"{r.latency_s:.2f}s",
-                  "yes" if r.ok else "NO", {None: "", True: "yes", False: "NO"}[r.parsed],
-                  str(r.concurrency), str(r.suggested_concurrency),
-                  str(r.suggested_timeout_s or "-"), escape(r.note[:200]))
+                  "failed" if r.latency_s is None else f"{r.latency_s:.2f}s",
+                  {None: "-", True: "yes", False: "NO"}[r.parsed],
+                  f"{r.concurrency} -> {r.suggested_concurrency}",
+                  str(r.suggested_timeout_s or "-"))
     out.print(t)
+    for r in rows:
+        if not r.ok or r.parsed is False:
+            out.print(f"{r.stage}: {r.note}", markup=False, highlight=False)
     out.print("Suggestions: a local server usually answers one request at a time, so under load "
               "a reply takes about concurrency x latency; set [retries] timeout_s and the "
               "backend's options.timeout_s above that, and [concurrency] to the suggestion. "
-              "The dry run now estimates wall time from these latencies.")
+              "The dry run now estimates wall time from these latencies.", markup=False)
 
 
 def print_summary(out: Console, s: RunSummary) -> None:
