@@ -154,6 +154,7 @@ class Budget:
         self.refused = 0
         self._reserved_usd = 0.0
         self._in_flight = 0
+        self._settles = 0
         self._changed: asyncio.Event | None = None
         if ledger is not None:
             t = ledger.totals(scope)
@@ -200,6 +201,7 @@ class Budget:
             if self.exhausted:
                 self.refused += 1
                 raise BudgetExceeded(self.describe())
+            settled_before = self._settles
             aid, out = await self.ledger.reserve(
                 self.scope, usd=usd, max_calls=self.max_calls, max_usd=self.max_usd, key=key,
                 kind=kind, backend=backend, owner=self.owner, attempt=attempt)
@@ -212,7 +214,12 @@ class Budget:
                 self.spent_usd = totals.usd - self._reserved_usd
                 return _Reservation(usd, aid)
             assert isinstance(out, Refusal)
-            if out.reason == "calls" or self._in_flight == 0:
+            if out.reason == "calls":
+                self.exhausted = True
+                continue
+            if self._settles != settled_before:  # calls settled (below their reservation)
+                continue                         # while the refusal was on its way: ask again
+            if self._in_flight == 0:
                 self.exhausted = True
                 continue
             if self._changed is None:  # our calls in flight may cost less than reserved
@@ -226,6 +233,7 @@ class Budget:
         still be billed: it is booked at its reservation)."""
         self._reserved_usd -= reservation.usd
         self._in_flight -= 1
+        self._settles += 1
         if state == "cancelled":
             usd = reservation.usd
         if self.ledger is not None and reservation.attempt_id is not None:
