@@ -305,3 +305,23 @@ def test_the_pilot_scope_is_remembered_by_status_and_export(
     tables = analyze(tmp_path / "all", n_boot=50)
     assert (tables["parse_failures"]["n_unparsed"] == 0).all()
     assert tables["parse_failures"]["n_ratings"].sum() == 4
+
+
+def test_ctrl_c_books_the_calls_in_flight(tmp_path: Path) -> None:
+    with FakeOpenAIServer(api_key=KEY, latency=0.5) as server:
+        path = write(tmp_path, server.url, extra="[budget]\nmax_calls = 30\n")
+        proc = cli("collect", str(path), "-q", cwd=tmp_path)
+        deadline = time.monotonic() + 60
+        while server.requests < 4 and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, out + err
+        assert "interrupted" in err
+        with Cache(tmp_path / "cache") as cache:
+            t = cache.ledger.totals("trust")
+            states = {a["state"] for a in cache.ledger.attempts("trust")}
+        # every attempt sent is booked; the interrupted ones settled as cancelled, none lost
+        assert t.calls >= server.requests and t.unsettled == 0
+        assert "cancelled" in states
