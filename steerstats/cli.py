@@ -37,8 +37,14 @@ _Results = Annotated[str, typer.Argument(
 
 def main() -> None:
     """Console-script entry point: user errors print one line, not a traceback."""
+    import sqlite3
+
     try:
         app()
+    except sqlite3.DatabaseError as exc:  # a cache file damaged in a way not caught earlier
+        typer.secho(f"error: a cache file is damaged ({exc}); run `steerstats cache check "
+                    "<cache dir>` or restore it from a backup", fg=typer.colors.RED, err=True)
+        raise SystemExit(2) from None
     except SteerstatsError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise SystemExit(2) from None
@@ -81,23 +87,56 @@ def init(
                f"steerstats collect {out} --dry-run")
 
 
+_All = Annotated[bool, typer.Option(
+    "--all", help="The whole plan, not the scope (pilot limits) of the latest collect.")]
+
+
+def _scope(config: Path, cfg: object, limit_queries: int | None, limit_prompts: int | None,
+           all_: bool) -> tuple[int | None, int | None]:
+    """The limits to show: given ones, else (unless --all) those of the latest collect."""
+    from steerstats.collect.status import remembered_limits
+
+    if limit_queries is not None or limit_prompts is not None or all_:
+        return limit_queries, limit_prompts
+    last = remembered_limits(cfg)  # type: ignore[arg-type]
+    lq, lp = last["limit_queries"], last["limit_prompts"]
+    if lq is not None or lp is not None:
+        flags = " ".join(f"--{n} {v}" for n, v in (("limit-queries", lq),
+                                                    ("limit-prompts", lp)) if v is not None)
+        typer.echo(f"scope: the latest collect's pilot ({flags}); pass --all for the whole plan "
+                   f"of {config}", err=True)
+    return lq, lp
+
+
 @app.command()
 def collect(
     config: _Config,
     dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="Make no calls: print plan size, calls, tokens and est. cost.")
+        "--dry-run", help="Make no calls: print plan size, calls, tokens, est. cost and time.")
+    ] = False,
+    check: Annotated[bool, typer.Option(
+        "--check", help="Send one generation per model and one judgement per chat judge: "
+        "latency, whether the judge's reply parsed, suggested concurrency and timeout.")
     ] = False,
     limit_queries: _LimitQ = None,
     limit_prompts: _LimitP = None,
+    workers: Annotated[int, typer.Option(
+        "--workers", min=1, help="Processes collecting this experiment together (each task is "
+        "claimed by one; uses more than one core).")] = 1,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    worker: Annotated[bool, typer.Option("--worker", hidden=True)] = False,
 ) -> None:
     """Collect generations and judge scores into the cache.
 
     Safe to interrupt (Ctrl-C, even kill -9) and re-run: finished results are kept and never
-    requested again. The budget in the experiment file covers the whole experiment.
+    requested again, and every attempt is in the cache's ledger before it is sent, so the budget
+    in the experiment file holds over the whole experiment, across runs and processes.
     """
+    import subprocess
+    import sys
+
     from steerstats import collect as col
-    from steerstats.collect.printing import console, print_estimate, print_summary
+    from steerstats.collect.printing import console, print_check, print_estimate, print_summary
     from steerstats.config import load_config
 
     cfg = load_config(config)
@@ -106,14 +145,38 @@ def collect(
         print_estimate(out, col.estimate(cfg, limit_queries=limit_queries,
                                          limit_prompts=limit_prompts))
         return
+    if check:
+        from steerstats.collect.check import check as run_check
+
+        rows = run_check(cfg)
+        print_check(out, rows)
+        if not all(r.ok and r.parsed is not False for r in rows):
+            raise typer.Exit(1)
+        return
     err = console(stderr=True)
+    children = []
+    if workers > 1:
+        args = [sys.executable, "-m", "steerstats", "collect", str(config), "-q", "--worker"]
+        for flag, value in (("--limit-queries", limit_queries),
+                            ("--limit-prompts", limit_prompts)):
+            if value is not None:
+                args += [flag, str(value)]
+        children = [subprocess.Popen(args, stdout=subprocess.DEVNULL) for _ in range(workers - 1)]
     try:
         summary = col.collect(cfg, limit_queries=limit_queries, limit_prompts=limit_prompts,
                               progress=not quiet, console=err)
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]: finished results are saved; re-run to continue")
         raise typer.Exit(130) from None
+    finally:
+        codes = [c.wait() for c in children]
+    if worker:
+        raise typer.Exit(0 if summary.complete else 1)
     print_summary(out, summary)
+    crashed = [c for c in codes if c not in (0, 1)]
+    if crashed:
+        err.print(f"[red]{len(crashed)} worker process(es) failed[/] (exit codes "
+                  f"{', '.join(map(str, crashed))}); their tasks were taken over or are pending")
     if not summary.complete:
         raise typer.Exit(1)
 
@@ -123,17 +186,22 @@ def status(
     config: _Config,
     limit_queries: _LimitQ = None,
     limit_prompts: _LimitP = None,
+    all_: _All = False,
     errors: Annotated[int, typer.Option("--errors", help="How many recorded errors to show.")] = 5,
 ) -> None:
     """Done, failed and pending tasks and spend per model x method.
 
-    Counted per stage (generate, judge); the first --errors recorded failures are shown.
+    Counted per stage (generate, judge) over the scope of the latest collect (a pilot's limits;
+    --all for the whole plan); attempts, failures, retries, timeouts and spend come from the
+    ledger. The first --errors recorded failures are shown.
     """
     from steerstats import collect as col
     from steerstats.collect.printing import console, print_status
     from steerstats.config import load_config
 
-    rep = col.status(load_config(config), limit_queries=limit_queries, limit_prompts=limit_prompts)
+    cfg = load_config(config)
+    lq, lp = _scope(config, cfg, limit_queries, limit_prompts, all_)
+    rep = col.status(cfg, limit_queries=lq, limit_prompts=lp)
     print_status(console(), rep, f"status of {config}", errors)
 
 
@@ -144,20 +212,55 @@ def export(
     fmt: Annotated[str, typer.Option("--format", help="parquet (default) or csv.")] = "parquet",
     limit_queries: _LimitQ = None,
     limit_prompts: _LimitP = None,
+    all_: _All = False,
 ) -> None:
     """Write the tidy tables and their manifest to a results directory.
 
-    Also copies the experiment file. generations and scores follow steerstats.schema; failed
-    and pending tasks are rows too (error / reason set), so nothing silently disappears.
+    Also copies the experiment file. generations, scores and judgements (the judges' raw
+    replies) follow steerstats.schema; failed and pending tasks are rows too (error / reason
+    set), so nothing silently disappears. The scope is the latest collect's (--all: the whole
+    plan).
     """
     from steerstats.collect.export import export as do_export
     from steerstats.config import load_config
 
     if fmt not in ("parquet", "csv"):
         raise typer.BadParameter("must be parquet or csv", param_hint="--format")
-    path = do_export(load_config(config), out, fmt,  # type: ignore[arg-type]
-                     limit_queries=limit_queries, limit_prompts=limit_prompts)
-    typer.echo(f"wrote {path}/ (generations, scores, manifest.json, experiment.toml)")
+    cfg = load_config(config)
+    lq, lp = _scope(config, cfg, limit_queries, limit_prompts, all_)
+    path = do_export(cfg, out, fmt,  # type: ignore[arg-type]
+                     limit_queries=lq, limit_prompts=lp)
+    typer.echo(f"wrote {path}/ (generations, scores, judgements, manifest.json, experiment.toml)")
+
+
+cache_app = typer.Typer(help="Look after a cache directory.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("check")
+def cache_check(
+    target: Annotated[Path, typer.Argument(help="A cache directory or an experiment file.")],
+    rebuild_indexes: Annotated[bool, typer.Option(
+        "--rebuild-indexes", help="Rebuild the SQLite indexes of readable files (safe).")
+    ] = False,
+) -> None:
+    """Integrity check of a cache: each file ok or damaged, what it holds, index rebuild."""
+    from steerstats.collect.maintenance import check_cache
+
+    directory = target
+    if target.is_file():
+        from steerstats.config import load_config
+
+        directory = load_config(target).cache_path
+    rep = check_cache(directory, rebuild=rebuild_indexes)
+    for name, state in rep.files.items():
+        typer.echo(f"{directory / name}: {state}")
+    if rep.counts:
+        typer.echo("holds: " + ", ".join(f"{n} {k}" for k, n in sorted(rep.counts.items())))
+    if rep.rebuilt:
+        typer.echo("rebuilt the indexes of " + ", ".join(rep.rebuilt))
+    if not rep.ok:
+        raise typer.Exit(1)
 
 
 # ----------------------------------------------------------------------------- analysis

@@ -35,6 +35,7 @@ from pydantic import (
 from steerstats.backends.base import SECRET_OPTION_NAMES
 from steerstats.errors import ConfigError, SteerstatsError
 from steerstats.keys import cache_key
+from steerstats.redact import secret_name
 
 __all__ = [
     "BudgetSpec",
@@ -63,7 +64,8 @@ __all__ = [
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity are never a valid number in an experiment file (strengths, budgets...).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def slugify(text: str) -> str:
@@ -97,19 +99,40 @@ class ModelSpec(_Spec):
         """The label used in tables (defaults to the model id)."""
         return self.label or self.model
 
-    @field_validator("options")
-    @classmethod
-    def _no_secrets(cls, v: dict[str, Any]) -> dict[str, Any]:
-        _reject_secret_options(v)
-        return v
+    @model_validator(mode="after")
+    def _no_secrets(self) -> ModelSpec:
+        _reject_secret_options(self.options, self.backend)
+        return self
 
 
-def _reject_secret_options(options: Mapping[str, Any]) -> None:
-    bad = sorted(k for k in options if k.lower() in SECRET_OPTION_NAMES)
+# Where each backend reads its credential from (named in the error for a key in the file).
+_KEY_ENV = {"openai": "OPENAI_API_KEY", "goodfire": "GOODFIRE_API_KEY"}
+
+
+def _secret_paths(value: Any, path: str) -> list[str]:
+    """Dotted paths of credential-looking names anywhere in nested options."""
+    out: list[str] = []
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            here = f"{path}.{k}" if path else str(k)
+            if str(k).lower() in SECRET_OPTION_NAMES or secret_name(str(k)):
+                out.append(here)
+            else:
+                out.extend(_secret_paths(v, here))
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            out.extend(_secret_paths(v, f"{path}[{i}]"))
+    return out
+
+
+def _reject_secret_options(options: Mapping[str, Any], backend: str | None) -> None:
+    bad = _secret_paths(options, "options")
     if bad:
+        env = _KEY_ENV.get(backend or "", f"the {backend} backend's key environment variable")
         raise ValueError(
-            f"option(s) {', '.join(bad)} not allowed: credentials come only from the "
-            "environment (e.g. OPENAI_API_KEY), never from the experiment file"
+            f"{', '.join(bad)} not allowed: looks like a credential; credentials come only from "
+            f"the environment ({env}), never from the experiment file (which is copied into "
+            "results and keyed into the cache)"
         )
 
 
@@ -122,6 +145,13 @@ class MethodSpec(_Spec):
     strengths: tuple[float, ...] | None = Field(
         default=None, validation_alias=AliasChoices("strengths", "strength_scale"))
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("strengths")
+    @classmethod
+    def _some_strengths(cls, v: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        if v is not None and not v:
+            raise ValueError("strengths is empty; give at least one strength or remove it")
+        return v
 
     @property
     def column(self) -> str:
@@ -152,9 +182,9 @@ class QueriesSpec(_Spec):
 
     set: str | None = None
     file: str | None = None
-    items: tuple[QueryItem, ...] | None = None
+    items: tuple[QueryItem, ...] | None = Field(default=None, min_length=1)
     limit: int | None = Field(default=None, ge=1)
-    ids: tuple[str, ...] | None = None
+    ids: tuple[str, ...] | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _one_source(self) -> QueriesSpec:
@@ -187,7 +217,7 @@ class OpenPromptsSpec(_Spec):
     # query draws its own, as the original study did
     crossed: bool = True
     file: str | None = None
-    items: tuple[PromptItem, ...] | None = None
+    items: tuple[PromptItem, ...] | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _one_source(self) -> OpenPromptsSpec:
@@ -236,12 +266,6 @@ class JudgeSpec(_Spec):
     params: dict[str, Any] = Field(default_factory=dict)
     rater: str | None = None
 
-    @field_validator("options")
-    @classmethod
-    def _no_secrets(cls, v: dict[str, Any]) -> dict[str, Any]:
-        _reject_secret_options(v)
-        return v
-
     @model_validator(mode="before")
     @classmethod
     def _one_owner(cls, data: Any) -> Any:
@@ -263,6 +287,7 @@ class JudgeSpec(_Spec):
 
     @model_validator(mode="after")
     def _backend_and_model(self) -> JudgeSpec:
+        _reject_secret_options(self.options, self.backend)
         if (self.backend is None) != (self.model is None):
             raise ValueError("give both backend and model (a chat judge) or neither (computed)")
         return self
@@ -309,6 +334,8 @@ class RetrySpec(_Spec):
     base_delay_s: float = Field(default=1.0, ge=0)
     max_delay_s: float = Field(default=60.0, ge=0)
     timeout_s: float | None = Field(default=300.0, gt=0)
+    # A server's Retry-After above this is capped here (and the cap is reported).
+    max_retry_after_s: float = Field(default=300.0, ge=0)
 
 
 class PriceSpec(_Spec):
@@ -426,7 +453,21 @@ def load_config(path: str | Path) -> Experiment:
         raise ConfigError(
             f"{p}: no such experiment file (create one with: steerstats init {p} --preset openai)"
         ) from None
+    except IsADirectoryError:
+        raise ConfigError(f"{p}: is a directory; give the experiment's TOML file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: {unicode_problem(text_bytes=exc.object, exc=exc)}") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read the experiment file: {exc.strerror}") from None
     return parse_config(text, source=p)
+
+
+def unicode_problem(text_bytes: bytes, exc: UnicodeDecodeError) -> str:
+    """One line for a file that is not UTF-8: where the first bad byte is (line, column)."""
+    line = text_bytes.count(b"\n", 0, exc.start) + 1
+    col = exc.start - (text_bytes.rfind(b"\n", 0, exc.start) + 1) + 1
+    return (f"not UTF-8 text: byte 0x{text_bytes[exc.start]:02x} at line {line}, column {col}; "
+            "save the file as UTF-8")
 
 
 def parse_config(text: str, source: str | Path | None = None) -> Experiment:

@@ -15,7 +15,7 @@ from typing import Any, Literal, NamedTuple
 import pandas as pd
 
 from steerstats import __version__
-from steerstats.schema import GENERATION_COLUMNS, SCORE_COLUMNS
+from steerstats.schema import GENERATION_COLUMNS, JUDGEMENT_COLUMNS, SCORE_COLUMNS
 
 __all__ = ["Format", "Results", "package_versions", "read_results", "write_results"]
 
@@ -26,6 +26,7 @@ _KEY_PACKAGES = ("numpy", "pandas", "pyarrow", "scipy", "statsmodels", "pingouin
 _GEN_DTYPES = {"strength": "float64", "sample": "int64", "n_tokens": "Int64",
                "latency_s": "float64", "cost_usd": "float64"}
 _SCORE_DTYPES = {"strength": "float64", "sample": "int64", "repeat": "int64", "value": "float64"}
+_JUDGEMENT_DTYPES = {"strength": "float64", "sample": "int64", "repeat": "int64"}
 
 
 def package_versions() -> dict[str, str]:
@@ -51,28 +52,36 @@ def _check_columns(df: pd.DataFrame, columns: tuple[str, ...], name: str) -> pd.
 
 def write_results(out_dir: str | Path, generations: pd.DataFrame, scores: pd.DataFrame,
                   manifest: Mapping[str, Any], fmt: Format = "parquet",
-                  experiment_toml: str | None = None) -> Path:
+                  experiment_toml: str | None = None,
+                  judgements: pd.DataFrame | None = None) -> Path:
     """Write a results directory: ``generations`` and ``scores`` (Parquet or CSV),
-    ``manifest.json`` (row counts and format filled in) and ``experiment.toml`` if given."""
+    ``judgements`` (the judges' raw replies) if given, ``manifest.json`` (row counts and
+    format filled in) and ``experiment.toml`` if given."""
     if fmt not in ("parquet", "csv"):
         raise ValueError(f"format must be 'parquet' or 'csv', got {fmt!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     gens = _check_columns(generations, GENERATION_COLUMNS, "generations")
     scs = _check_columns(scores, SCORE_COLUMNS, "scores")
-    for stale in ("generations", "scores"):
+    jud = None if judgements is None else _check_columns(judgements, JUDGEMENT_COLUMNS,
+                                                          "judgements")
+    for stale in ("generations", "scores", "judgements"):
         for ext in ("parquet", "csv"):
             if ext != fmt:
                 (out / f"{stale}.{ext}").unlink(missing_ok=True)
-    if fmt == "parquet":
-        gens.to_parquet(out / "generations.parquet", index=False)
-        scs.to_parquet(out / "scores.parquet", index=False)
-    else:
-        gens.to_csv(out / "generations.csv", index=False)
-        scs.to_csv(out / "scores.csv", index=False)
+            if ext == fmt and jud is None and stale == "judgements":
+                (out / f"{stale}.{ext}").unlink(missing_ok=True)
+    tables = {"generations": gens, "scores": scs}
+    if jud is not None:
+        tables["judgements"] = jud
+    for name, df in tables.items():
+        if fmt == "parquet":
+            df.to_parquet(out / f"{name}.parquet", index=False)
+        else:
+            df.to_csv(out / f"{name}.csv", index=False)
     man = dict(manifest)
     man["format"] = fmt
-    man["row_counts"] = {"generations": len(gens), "scores": len(scs)}
+    man["row_counts"] = {name: len(df) for name, df in tables.items()}
     man.setdefault("created_at", pd.Timestamp.now(tz="UTC").isoformat())
     man.setdefault("steerstats_version", __version__)
     (out / "manifest.json").write_text(json.dumps(man, indent=2, default=str) + "\n",
@@ -83,11 +92,13 @@ def write_results(out_dir: str | Path, generations: pd.DataFrame, scores: pd.Dat
 
 
 class Results(NamedTuple):
-    """A results directory read back: the two tidy tables and the manifest."""
+    """A results directory read back: the tidy tables, the manifest, and the judges' raw
+    replies (None where the directory has none, e.g. imports)."""
 
     generations: pd.DataFrame
     scores: pd.DataFrame
     manifest: dict[str, Any]
+    judgements: pd.DataFrame | None = None
 
 
 def _read_csv(path: Path, dtypes: Mapping[str, str], columns: tuple[str, ...]) -> pd.DataFrame:
@@ -107,13 +118,19 @@ def read_results(directory: str | Path) -> Results:
             "`steerstats export my.toml --out DIR`"
         )
     manifest = json.loads(man_path.read_text(encoding="utf-8"))
+    jud = None
     if (d / "generations.parquet").is_file():
         gens = pd.read_parquet(d / "generations.parquet")
         scs = pd.read_parquet(d / "scores.parquet")
+        if (d / "judgements.parquet").is_file():
+            jud = pd.read_parquet(d / "judgements.parquet")
     elif (d / "generations.csv").is_file():
         gens = _read_csv(d / "generations.csv", _GEN_DTYPES, GENERATION_COLUMNS)
         scs = _read_csv(d / "scores.csv", _SCORE_DTYPES, SCORE_COLUMNS)
+        if (d / "judgements.csv").is_file():
+            jud = _read_csv(d / "judgements.csv", _JUDGEMENT_DTYPES, JUDGEMENT_COLUMNS)
     else:
         raise FileNotFoundError(f"{d}: no generations.parquet or generations.csv")
     return Results(_check_columns(gens, GENERATION_COLUMNS, "generations"),
-                   _check_columns(scs, SCORE_COLUMNS, "scores"), manifest)
+                   _check_columns(scs, SCORE_COLUMNS, "scores"), manifest,
+                   None if jud is None else _check_columns(jud, JUDGEMENT_COLUMNS, "judgements"))

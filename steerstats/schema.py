@@ -41,5 +41,22 @@ SCORE_COLUMNS: tuple[str, ...] = (
     "reason",
 )
 
+# One row per judge call (judging occasion) with the judge's raw reply (DESIGN.md); ``key`` is
+# the generation's, so a NaN score links to the reply that caused it. Absent for imports.
+JUDGEMENT_COLUMNS: tuple[str, ...] = (
+    "model",
+    "method",
+    "strength",
+    "query_id",
+    "prompt_set",
+    "prompt_id",
+    "sample",
+    "judge",
+    "rater",
+    "repeat",
+    "reply",
+    "key",
+)
+
 PROMPT_SETS: tuple[str, ...] = ("open", "mmlu")
 AUTO_RATER = "auto"

@@ -252,3 +252,24 @@ def test_vector_steering_keeps_the_keys_it_had_as_caa() -> None:
     assert Steering("caa", spec).kind == "vector"
     assert cache_key(Steering("vector", spec).canonical()) == old
     assert cache_key(Steering("caa", spec).canonical()) == old
+
+
+def test_credentials_in_urls_are_masked_and_other_urls_kept(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from steerstats.backends import create_backend
+    from steerstats.redact import redact_url, secret_name
+
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "plainword-token-value")
+    assert redact_url("http://127.0.0.1:8000/v1") == "http://127.0.0.1:8000/v1"
+    assert redact_url("https://h/openai/deployments/Meta-Llama-3.1-8B-Instruct/v1").endswith(
+        "Meta-Llama-3.1-8B-Instruct/v1")
+    assert redact_url("http://user:pw@host:1/v1") == "http://***@host:1/v1"
+    assert redact_url("http://host/abcd1234efgh5678ijkl9012/v1") == "http://host/***/v1"
+    assert redact_url("http://host/plainword-token-value/v1") == "http://host/***/v1"
+    assert redact_url("http://host/v1?api-key=xyz&x=1") == "http://host/v1?api-key=***&x=1"
+    assert redact("GET http://u:secretpw@h/v1 failed") == "GET http://***@h/v1 failed"
+    b = create_backend("openai", "m", {"base_url": "http://k:sk-abcdef123456@127.0.0.1:1/v1"})
+    assert b.identity()["base_url"] == "http://***@127.0.0.1:1/v1"
+    assert [n for n in ("api_key", "Authorization", "x-api-key", "access_token", "apikey")
+            if not secret_name(n)] == []
+    assert [n for n in ("max_tokens", "top_p", "tokens", "monkey") if secret_name(n)] == []

@@ -167,7 +167,9 @@ def test_cli_init_dry_run_status_and_export(tmp_path: Path,
     pd.testing.assert_frame_equal(pq.generations, csv.generations)
     pd.testing.assert_frame_equal(pq.scores, csv.scores)
     man = pq.manifest
-    assert man["row_counts"] == {"generations": 8, "scores": 16}
+    assert man["row_counts"] == {"generations": 8, "scores": 16, "judgements": 8}
+    assert pq.judgements is not None and len(pq.judgements) == 8  # one per rubric call
+    assert pq.judgements["reply"].str.contains("<score>").all()
     assert man["experiment"]["digest"] == load_config(path).digest()
     assert man["failures"]["generations_failed"] == 0 and man["format"] == "parquet"
     assert {j["label"] for j in man["judges"]} == {"test-rubric/judge-model", "test-length"}

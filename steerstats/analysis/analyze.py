@@ -58,6 +58,17 @@ def read_tidy(source_dir: str | Path) -> tuple[pd.DataFrame | None, pd.DataFrame
     return read.generations, read.scores
 
 
+def _collected(scores: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Scores without the rows of tasks not collected (pending, or failed after retries):
+    an export of a pilot or an interrupted run has them, and counting them as ratings or parse
+    failures would be wrong. Returns (scores, rows left out)."""
+    if "reason" not in scores:
+        return scores, 0
+    reason = scores["reason"].fillna("").astype(str)
+    out = reason.str.startswith("pending") | reason.str.contains("failed after", regex=False)
+    return scores[~out].reset_index(drop=True), int(out.sum())
+
+
 def analyze(
     source: str | Path | tuple[pd.DataFrame | None, pd.DataFrame],
     *,
@@ -77,6 +88,11 @@ def analyze(
         generations = None  # e.g. an import of scores alone
     tables: dict[str, pd.DataFrame] = {}
     skipped: list[dict[str, str]] = []
+    scores, not_collected = _collected(scores)
+    if not_collected:
+        skipped.append({"analysis": "rows not collected", "reason": (
+            f"{not_collected} score row(s) pending or failed in collection are left out "
+            "(they are neither ratings nor parse failures; `steerstats status` lists them)")})
 
     def run(name: str, compute: Callable[[], pd.DataFrame | None], reason: str | None) -> None:
         if reason is not None:

@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from steerstats.redact import redact_url, secret_name
+
 Message = Mapping[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
 
 # Option names never copied into cache keys, records, logs or exports.
@@ -79,11 +81,15 @@ class GenerationResult:
 
 
 class TransientError(Exception):
-    """A failure worth retrying (rate limit, 5xx, timeout, dropped connection, malformed reply)."""
+    """A failure worth retrying (rate limit, 5xx, timeout, dropped connection, malformed reply).
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    ``timeout`` marks a request that got no reply in time (counted and logged as a timeout)."""
+
+    def __init__(self, message: str, retry_after: float | None = None,
+                 timeout: bool = False) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.timeout = timeout
 
 
 class Backend(ABC):
@@ -112,10 +118,22 @@ class Backend(ABC):
         return getattr(exc, "retry_after", None)
 
     def identity(self) -> dict[str, Any]:
-        """What about this backend determines answers: name, model id, non-secret options."""
-        public = {k: v for k, v in sorted(self.options.items())
-                  if k.lower() not in SECRET_OPTION_NAMES}
+        """What about this backend determines answers: name, model id, non-secret options
+        (URLs with their credentials masked)."""
+        public = {k: _public(v) for k, v in sorted(self.options.items())
+                  if k.lower() not in SECRET_OPTION_NAMES and not secret_name(k)}
         return {"backend": self.name, "model": self.model, "options": public}
 
     async def aclose(self) -> None:  # noqa: B027 (an optional hook: nothing to release here)
         """Release clients, files or models."""
+
+
+def _public(value: Any) -> Any:
+    """``value`` with URLs' credentials masked, recursively (options may nest)."""
+    if isinstance(value, str):
+        return redact_url(value) if "://" in value else value
+    if isinstance(value, Mapping):
+        return {k: _public(v) for k, v in value.items() if not secret_name(str(k))}
+    if isinstance(value, list | tuple):
+        return [_public(v) for v in value]
+    return value

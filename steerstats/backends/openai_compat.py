@@ -24,6 +24,7 @@ from urllib.parse import urlparse
 from steerstats.backends._registry import backend
 from steerstats.backends.base import Backend, GenerationRequest, GenerationResult, TransientError
 from steerstats.errors import ConfigError, PrerequisiteError
+from steerstats.redact import redact_url, secret_name
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
@@ -43,7 +44,8 @@ def _api_key(base_url: str) -> str:
         return key
     if not _is_local(base_url):
         raise PrerequisiteError(
-            f"the openai backend needs an API key for {base_url}: set the OPENAI_API_KEY "
+            f"the openai backend needs an API key for {redact_url(base_url)}: set the "
+            "OPENAI_API_KEY "
             "environment variable (keys are never read from the experiment file)"
         )
     return _NO_KEY
@@ -78,12 +80,14 @@ async def _post_chat(client: Any, body: dict[str, Any], *, base_url: str, model:
         while root.__cause__ is not None:
             root = root.__cause__
         if root is exc or isinstance(root, TimeoutError):
-            raise TransientError(f"timed out after {timeout_s}s") from exc
+            raise TransientError(f"no reply within {timeout_s:g}s (options.timeout_s)",
+                                 timeout=True) from exc
         # aiohttp's transport reports a dropped connection as a timeout
         raise TransientError(f"connection error: {type(root).__name__}: {root}") from exc
     except openai.APIConnectionError as exc:
         raise TransientError(f"connection error: {exc.__cause__ or exc}") from exc
-    except openai.AuthenticationError as exc:
+    except openai.AuthenticationError as exc:  # base_url here is the redacted one
+
         raise PrerequisiteError(
             f"{base_url} rejected the API key (401); check OPENAI_API_KEY"
         ) from exc
@@ -144,8 +148,17 @@ class OpenAIBackend(Backend):
         self.base_url = str(
             self.options.get("base_url") or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
         ).rstrip("/")
+        # What is stored and shown: credentials in the URL (user info, a key in the path or
+        # query) masked. The client alone uses the real URL.
+        self.public_url = redact_url(self.base_url)
         self.timeout_s = float(self.options.get("timeout_s", 120.0))
         self.extra_body = dict(self.options.get("extra_body") or {})
+        for name in self.extra_body:
+            if secret_name(str(name)):
+                raise ConfigError(
+                    f"openai backend: options.extra_body.{name} looks like a credential; "
+                    "credentials come only from the environment (OPENAI_API_KEY), never from "
+                    "the experiment file")
         self.max_tokens_field = str(self.options.get("max_tokens_field", "max_tokens"))
         if self.max_tokens_field not in ("max_tokens", "max_completion_tokens"):
             raise ConfigError(
@@ -158,7 +171,7 @@ class OpenAIBackend(Backend):
         return {
             "backend": self.name,
             "model": self.model,
-            "base_url": self.base_url,
+            "base_url": self.public_url,
             "extra_body": self.extra_body,
         }
 
@@ -186,7 +199,7 @@ class OpenAIBackend(Backend):
         }
         if request.seed is not None:
             body["seed"] = request.seed
-        data = await _post_chat(self._get_client(), body, base_url=self.base_url,
+        data = await _post_chat(self._get_client(), body, base_url=self.public_url,
                                model=self.model, timeout_s=self.timeout_s)
         return _result(data)
 

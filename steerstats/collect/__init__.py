@@ -6,6 +6,10 @@ report read a results directory through :mod:`steerstats.results`.
 - :mod:`~steerstats.collect.session`: one run's backends, methods, judges, cache and meter
 - :mod:`~steerstats.collect.plan`: the task grid with cache keys
 - :mod:`~steerstats.collect.run`: executing a plan (concurrency, retries, budget, progress)
+- :mod:`~steerstats.collect.tasks`: one task at a time: claim, call, store, tally
+- :mod:`~steerstats.collect.ledger`: attempts (spend) and claims shared by every process
+- :mod:`~steerstats.collect.check`: ``collect --check`` (latency, parsing, suggestions)
+- :mod:`~steerstats.collect.maintenance`: ``steerstats cache check``
 - :mod:`~steerstats.collect.status`: spend, the dry-run estimate and ``status``
 - :mod:`~steerstats.collect.export`: cache -> tables -> a results directory
 - :mod:`~steerstats.collect.cache`, :mod:`~steerstats.collect.metering`: storage and the meter

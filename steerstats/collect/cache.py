@@ -9,10 +9,17 @@ Three kinds of entry live under one directory:
 - resolutions (``m/<digest>``): memoised method resolutions (Auto Steer edits, feature searches),
   implementing :class:`steerstats.methods.base.ResolutionCache`;
 - failures (``failures/``, a store of their own so a success can clear one cheaply): the last
-  error, attempt count and time of a task that has not yet succeeded; never a result.
+  error, attempt count and time of a task that has not yet succeeded; never a result;
+- the ledger (``ledger.db``, :mod:`steerstats.collect.ledger`): every attempt (spend, budget)
+  and every task claim, shared by all processes on the cache.
+
+A cache that cannot be read (truncated, garbled) is a :class:`CacheError` naming the file and
+the way out (``steerstats cache check``); an emptied ``cache.db`` beside a ledger that recorded
+calls is one too, never a fresh start that would pay for everything again.
 
 Values are stored as JSON text, so the cache is readable without this package. Nothing secret
-goes in: backends' ``identity()`` drops secret option names and error texts are redacted.
+goes in: backends' ``identity()`` drops secret option names and masks credentials in URLs;
+error texts are redacted.
 """
 
 from __future__ import annotations
@@ -20,12 +27,11 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
 import queue
-import re
+import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +39,10 @@ from typing import Any
 
 import diskcache
 
+from steerstats.collect.ledger import Ledger
+from steerstats.errors import SteerstatsError
 from steerstats.keys import KEY_VERSION, cache_key
+from steerstats.redact import redact, secret_values
 
 _RESULT = "r/"
 _RESOLUTION = "m/"
@@ -46,35 +55,24 @@ def now_iso() -> str:
 # ---------------------------------------------------------------------------------------------
 # Redaction
 
-_SECRET_PATTERNS = [
-    re.compile(r"sk-[A-Za-z0-9_\-*]{6,}"),
-    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9_\-.=]{6,}"),
-]
-
-
-def secret_values() -> list[str]:
-    """Values of environment variables that look like credentials (to scrub from any text)."""
-    out = []
-    for name, value in os.environ.items():
-        upper = name.upper()
-        if value and len(value) >= 6 and any(
-            t in upper for t in ("KEY", "TOKEN", "SECRET", "PASSWORD", "AUTH")
-        ):
-            out.append(value)
-    return out
-
-
-def redact(text: str, extra: Iterable[str] = ()) -> str:
-    """``text`` with API keys, bearer tokens and credential env values replaced by ``***``."""
-    for value in sorted({*secret_values(), *extra}, key=len, reverse=True):
-        if value:
-            text = text.replace(value, "***")
-    text = _SECRET_PATTERNS[0].sub("sk-***", text)
-    return _SECRET_PATTERNS[1].sub(r"\1***", text)
+# The scrubbing lives in a low module (backends use it too); re-exported here.
+__all__ = ["Cache", "CacheError", "redact", "secret_values"]
 
 
 # ---------------------------------------------------------------------------------------------
 # The cache
+
+
+class CacheError(SteerstatsError):
+    """The cache cannot be trusted as it is (corrupt, or emptied after results were stored)."""
+
+
+def corrupt(path: Path, exc: BaseException | str) -> CacheError:
+    """The one-line error for an unreadable cache file."""
+    return CacheError(
+        f"{path}: the cache is damaged ({exc}); run `steerstats cache check {path.parent}` to "
+        "see what is readable and rebuild its indexes, or restore the file from a backup"
+    )
 
 
 @dataclass
@@ -92,11 +90,27 @@ class Cache:
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        # Entries are JSON text, small: keep them in SQLite rather than as separate files.
+        db = self.directory / "cache.db"
+        try:
+            self.ledger = Ledger(self.directory)
+        except sqlite3.DatabaseError as exc:
+            raise corrupt(self.directory / "ledger.db", exc) from None
+        if db.is_file() and db.stat().st_size == 0 and self.ledger.any_calls():
+            self.ledger.close()
+            raise CacheError(
+                f"{db} is empty (0 bytes) but {self.ledger.path.name} records calls made for "
+                "results stored in it: restore cache.db from a backup (starting afresh would "
+                f"pay for every result again; to really start over, delete {self.directory})"
+            )
         # JSON text kept in SQLite (not separate files); never evicted.
         settings = {"disk_min_file_size": 2**22, "eviction_policy": "none", "cull_limit": 0}
-        self._dc = diskcache.Cache(str(self.directory), **settings)
-        self._fail = diskcache.Cache(str(self.directory / "failures"), **settings)
+        try:
+            self._dc = diskcache.Cache(str(self.directory), **settings)
+            self._fail = diskcache.Cache(str(self.directory / "failures"), **settings)
+            self._dc.get(_RESULT)  # a garbled file fails here rather than mid-run
+        except sqlite3.DatabaseError as exc:
+            self.ledger.close()
+            raise corrupt(db, exc) from None
         self._locks: dict[str, asyncio.Lock] = {}
         self._failed: set[str] | None = None  # keys with a failure record, loaded on first use
         self.resolutions = ResolutionLedger()
@@ -105,11 +119,20 @@ class Cache:
     # results ---------------------------------------------------------------------------------
     def get(self, key: str) -> dict[str, Any] | None:
         """The finished record for ``key``, or None."""
-        raw = self._dc.get(_RESULT + key)
-        return None if raw is None else json.loads(raw)
+        try:
+            raw = self._dc.get(_RESULT + key)
+            return None if raw is None else json.loads(raw)
+        except sqlite3.DatabaseError as exc:
+            raise corrupt(self.directory / "cache.db", exc) from None
+        except ValueError as exc:
+            raise corrupt(self.directory / "cache.db", f"record {key} is not JSON: {exc}"
+                          ) from None
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and (_RESULT + key) in self._dc
+        try:
+            return isinstance(key, str) and (_RESULT + key) in self._dc
+        except sqlite3.DatabaseError as exc:
+            raise corrupt(self.directory / "cache.db", exc) from None
 
     def put(self, key: str, record: Mapping[str, Any]) -> None:
         """Store a finished record (JSON-able) and clear any failure recorded for ``key``."""
@@ -128,16 +151,25 @@ class Cache:
 
     def results(self) -> Iterator[dict[str, Any]]:
         """Every finished record (generations and judgements), in no particular order."""
-        for k in self._dc.iterkeys():
-            if isinstance(k, str) and k.startswith(_RESULT):
-                raw = self._dc.get(k)
-                if raw is not None:
-                    yield json.loads(raw)
+        try:
+            for k in self._dc.iterkeys():
+                if isinstance(k, str) and k.startswith(_RESULT):
+                    raw = self._dc.get(k)
+                    if raw is not None:
+                        yield json.loads(raw)
+        except sqlite3.DatabaseError as exc:
+            raise corrupt(self.directory / "cache.db", exc) from None
+
+    def is_empty(self) -> bool:
+        """Whether the cache holds no entry at all."""
+        return next(iter(self._dc.iterkeys()), None) is None
 
     # failures --------------------------------------------------------------------------------
-    def failure(self, key: str) -> dict[str, Any] | None:
-        """The recorded failure for ``key`` (error, attempts, last_at, kind), or None."""
-        if key not in self._failed_keys():  # the failure keys are loaded once (few of them)
+    def failure(self, key: str, fresh: bool = False) -> dict[str, Any] | None:
+        """The recorded failure for ``key`` (error, attempts, last_at, kind), or None.
+
+        ``fresh`` reads the store (another process may have recorded one since we loaded)."""
+        if not fresh and key not in self._failed_keys():  # loaded once (few of them)
             return None
         raw = self._fail.get(key)
         return None if raw is None else json.loads(raw)
@@ -251,6 +283,7 @@ class Cache:
             self._writer = None
         self._dc.close()
         self._fail.close()
+        self.ledger.close()
 
     def __enter__(self) -> Cache:
         return self

@@ -21,14 +21,17 @@ from steerstats import __version__
 from steerstats.collect.plan import Plan, with_plan
 from steerstats.collect.status import recorded_usage
 from steerstats.config import Experiment
+from steerstats.redact import redact
 from steerstats.results import Format, package_versions, write_results
-from steerstats.schema import GENERATION_COLUMNS, SCORE_COLUMNS
+from steerstats.schema import GENERATION_COLUMNS, JUDGEMENT_COLUMNS, SCORE_COLUMNS
 
-__all__ = ["build_manifest", "export", "generations_table", "scores_table", "tables"]
+__all__ = ["build_manifest", "export", "generations_table", "judgements_table", "scores_table",
+           "tables"]
 
 _GEN_DTYPES = {"strength": "float64", "sample": "int64", "n_tokens": "Int64",
                "latency_s": "float64", "cost_usd": "float64"}
 _SCORE_DTYPES = {"strength": "float64", "sample": "int64", "repeat": "int64", "value": "float64"}
+_JUDGEMENT_DTYPES = {"strength": "float64", "sample": "int64", "repeat": "int64"}
 
 
 def _float(v: Any) -> float:
@@ -110,6 +113,35 @@ def scores_table(p: Plan) -> pd.DataFrame:
     return _frame(rows, SCORE_COLUMNS, _SCORE_DTYPES)
 
 
+_REPLY_SEP = "\n\n----- next reply -----\n\n"  # judges that make several calls per item
+
+
+def judgements_table(p: Plan) -> pd.DataFrame:
+    """One row per judge call the cache holds for the plan, with the judge's raw ``reply``
+    (columns: schema.JUDGEMENT_COLUMNS); computed judges, which have no reply, are left out.
+    ``key`` is the generation's: the scores row with the same key, rater and repeat is what the
+    judge made of this reply."""
+    cache = p.session.cache
+    specs = p.session.judge_specs
+    rows = []
+    for j in p.judgements:
+        rec = None if j.key is None else cache.get(j.key)
+        if rec is None:
+            continue
+        replies = rec.get("replies") or [s["reply"] for s in rec.get("scores") or []
+                                         if s.get("reply") is not None]
+        if not replies:
+            continue
+        g = j.generation
+        rows.append({
+            "model": g.model, "method": g.method, "strength": g.reported_strength,
+            "query_id": g.query.id, "prompt_set": g.prompt.prompt_set, "prompt_id": g.prompt.id,
+            "sample": g.sample, "judge": j.judge, "rater": specs[j.judge].rater_label,
+            "repeat": j.repeat, "reply": _REPLY_SEP.join(replies), "key": g.key,
+        })
+    return _frame(rows, JUDGEMENT_COLUMNS, _JUDGEMENT_DTYPES)
+
+
 def _frame(rows: list[dict[str, Any]], columns: tuple[str, ...],
            dtypes: Mapping[str, str]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=list(columns))
@@ -130,6 +162,7 @@ def build_manifest(p: Plan, generations: pd.DataFrame, scores: pd.DataFrame,
     """The manifest of a results directory produced from plan ``p`` (see DESIGN.md)."""
     cfg, session = p.config, p.session
     spent, calls = recorded_usage(p)
+    ledger = session.cache.ledger.totals(cfg.experiment.name)
     gen_err = generations["error"].fillna("")
     sc_reason = scores["reason"].fillna("")
     return {
@@ -171,6 +204,16 @@ def build_manifest(p: Plan, generations: pd.DataFrame, scores: pd.DataFrame,
         },
         "spent_usd": spent,
         "calls": calls,
+        # Every attempt the cache's ledger recorded for the experiment (any scope of it).
+        "ledger": {"calls": ledger.calls, "spent_usd": ledger.usd, "failed": ledger.failed,
+                   "timeouts": ledger.timeouts, "retries": ledger.retries,
+                   "unsettled": ledger.unsettled},
+        "tables": {
+            "generations": "one row per generation task (steerstats.schema.GENERATION_COLUMNS)",
+            "scores": "one row per score (SCORE_COLUMNS); reason says why a value is NaN",
+            "judgements": "one row per chat-judge call with its raw reply "
+                          "(JUDGEMENT_COLUMNS); key, rater and repeat link it to its scores",
+        },
     }
 
 
@@ -182,6 +225,7 @@ def export(config: Experiment, out_dir: str | Path, fmt: Format = "parquet", *,
     def write(p: Plan) -> Path:
         gens, scs = generations_table(p), scores_table(p)
         return write_results(out_dir, gens, scs, build_manifest(p, gens, scs, limits), fmt,
-                             experiment_toml=config.text)
+                             experiment_toml=None if config.text is None else redact(config.text),
+                             judgements=judgements_table(p))
 
     return with_plan(config, write, limit_queries=limit_queries, limit_prompts=limit_prompts)

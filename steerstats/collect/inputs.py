@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from steerstats.config import Experiment, PromptItem
+from steerstats.config import Experiment, PromptItem, unicode_problem
 from steerstats.errors import ConfigError
 from steerstats.items import Prompt, Query
 
@@ -39,11 +39,19 @@ def experiment_queries(cfg: Experiment, limit: int | None = None) -> list[Query]
         queries = [Query(id=q.query_id, text=q.text, criteria=q.criteria) for q in spec.items]
     else:
         source = str(cfg.resolve_path(spec.file)) if spec.file is not None else spec.set or "paper"
+        field = "queries.file" if spec.file is not None else "queries.set"
         try:
             queries = list(_datasets().load_queries(source))
-        except ValueError as exc:  # DataError too
-            field = "queries.file" if spec.file is not None else "queries.set"
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{cfg.path}: {field}: {source}: "
+                              f"{unicode_problem(exc.object, exc)}") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{cfg.path}: {field}: {source} is a directory; give a file"
+                              ) from None
+        except (ValueError, OSError) as exc:  # DataError too
             raise ConfigError(f"{cfg.path}: {field}: {exc}") from None
+        if not queries:
+            raise ConfigError(f"{cfg.path}: {field}: {source} holds no queries")
     if spec.ids is not None:
         by_id = {q.id: q for q in queries}
         unknown = [i for i in spec.ids if i not in by_id]
@@ -121,8 +129,15 @@ def _read_prompt_file(cfg: Experiment, file: str) -> list[PromptItem]:
     path = cfg.resolve_path(file)
     try:
         text = path.read_text(encoding="utf-8")
+    except IsADirectoryError:
+        raise ConfigError(f"{cfg.path}: prompts.open.file: {path} is a directory; give a "
+                          ".json or .jsonl file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{cfg.path}: prompts.open.file: {path}: "
+                          f"{unicode_problem(exc.object, exc)}") from None
     except OSError as exc:
-        raise ConfigError(f"{cfg.path}: prompts.open.file: cannot read {path}: {exc}") from None
+        raise ConfigError(f"{cfg.path}: prompts.open.file: cannot read {path}: "
+                          f"{exc.strerror or exc}") from None
     rows: list[tuple[int, Any]] = []
     if path.suffix == ".jsonl":
         for n, line in enumerate(text.splitlines(), start=1):

@@ -6,12 +6,14 @@ import math
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
     from steerstats.collect import DryRunReport, RunSummary, StatusReport
+    from steerstats.collect.check import CheckRow
 
-__all__ = ["console", "print_estimate", "print_status", "print_summary"]
+__all__ = ["console", "print_check", "print_estimate", "print_status", "print_summary"]
 
 _LEFT = ("model", "method", "stage")
 
@@ -45,9 +47,45 @@ def print_estimate(out: Console, rep: DryRunReport) -> None:
     out.print(t)
     out.print("Input tokens are estimated at ~4 characters per token; output is counted at "
               "max_tokens (an upper bound); retries are not included.")
+    if rep.wall_s is not None:
+        out.print(f"wall time ~{_duration(rep.wall_s)} at the configured concurrency, from the "
+                  "latency measured by `steerstats collect --check` (retries not included)")
+    elif rep.unmeasured:
+        out.print(f"wall time: unknown until `steerstats collect --check` measures "
+                  f"{', '.join(rep.unmeasured)}", markup=False)
     if rep.unresolved_units:
         out.print(f"{rep.unresolved_units} method resolution(s) still need backend calls; their "
                   "tasks are counted but their resolution calls are not.")
+
+
+def _duration(s: float) -> str:
+    if s < 120:
+        return f"{s:.0f}s"
+    if s < 7200:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def print_check(out: Console, rows: list[CheckRow]) -> None:
+    """What `collect --check` found, with suggested concurrency and timeout per backend."""
+    t = Table(title="collect --check: one call per model and chat judge")
+    for col in ("stage", "backend", "latency", "parsed", "concurrency now -> suggested",
+                "timeout_s suggested"):
+        t.add_column(col, justify="left" if col in ("stage", "backend") else "right")
+    for r in rows:
+        t.add_row(escape(r.stage), escape(r.backend),
+                  "failed" if r.latency_s is None else f"{r.latency_s:.2f}s",
+                  {None: "-", True: "yes", False: "NO"}[r.parsed],
+                  f"{r.concurrency} -> {r.suggested_concurrency}",
+                  str(r.suggested_timeout_s or "-"))
+    out.print(t)
+    for r in rows:
+        if not r.ok or r.parsed is False:
+            out.print(f"{r.stage}: {r.note}", markup=False, highlight=False)
+    out.print("Suggestions: a local server usually answers one request at a time, so under load "
+              "a reply takes about concurrency x latency; set [retries] timeout_s and the "
+              "backend's options.timeout_s above that, and [concurrency] to the suggestion. "
+              "The dry run now estimates wall time from these latencies.", markup=False)
 
 
 def print_summary(out: Console, s: RunSummary) -> None:
@@ -63,8 +101,16 @@ def print_summary(out: Console, s: RunSummary) -> None:
     rate = s.calls / s.elapsed_s if s.elapsed_s > 0 else 0.0
     out.print(f"calls {s.calls} (retries {s.retries}), {rate:.1f} calls/s over {s.elapsed_s:.1f}s; "
               f"this run {_usd(s.cost_usd)}, experiment total {_usd(s.spent_usd)}")
+    if s.timeouts:
+        out.print(f"[yellow]{s.timeouts} attempt(s) timed out[/] (counted in `steerstats "
+                  "status`); on a slow server raise retries.timeout_s / options.timeout_s or "
+                  "lower the concurrency")
+    if s.by_peers:
+        out.print(f"{s.by_peers} task(s) were finished by another process on this cache")
     if s.budget_pending:
-        out.print(f"[yellow]{s.budget_pending} task(s) not run[/]: {s.budget_note}")
+        out.print(f"[yellow]{s.budget_pending} task(s) not run[/]: {escape(s.budget_note)}")
+    for w in s.warnings:
+        out.print(f"[bold red]warning[/]: {escape(w)}")
     if s.unresolved:
         out.print(f"[yellow]{s.unresolved} task(s) wait on a method resolution that failed[/] "
                   "(see `steerstats status`)")
@@ -72,7 +118,12 @@ def print_summary(out: Console, s: RunSummary) -> None:
         out.print("[yellow]some tasks failed[/]: re-run to retry them; "
                   "`steerstats status` shows the errors")
     elif s.complete:
-        out.print("[green]complete[/]: every task has a result")
+        bad, n = s.unparsed
+        if bad:
+            out.print(f"[yellow]complete, but not clean[/]: every task has a result; {bad} of "
+                      f"{n} scores unparsed ({bad / n:.0%})")
+        else:
+            out.print("[green]complete[/]: every task has a result")
 
 
 def print_status(out: Console, rep: StatusReport, title: str, errors: int) -> None:
@@ -83,9 +134,14 @@ def print_status(out: Console, rep: StatusReport, title: str, errors: int) -> No
         t.add_row(r.model, r.method, r.stage, str(r.done), str(r.failed), str(r.pending),
                   _usd(r.spend_usd))
     out.print(t)
-    out.print(f"spent {_usd(rep.spent_usd)} over {rep.calls} calls (results, failed attempts "
-              "and method resolutions)")
+    out.print(f"spent {_usd(rep.spent_usd)} over {rep.calls} calls on these tasks (results, "
+              "failed attempts and method resolutions)")
+    lg = rep.ledger
+    out.print(f"ledger (the whole experiment, every process): {lg.calls} attempts, "
+              f"{lg.failed} failed, {lg.retries} retries, {lg.timeouts} timeouts, "
+              f"{lg.unsettled} in flight or lost to a kill; spent {_usd(lg.usd)}", markup=False)
     for f in rep.failures[:errors]:
-        out.print(f"[red]{f.get('kind')}[/] {f.get('detail')}: {f.get('error')}")
+        out.print(f"[red]{escape(str(f.get('kind')))}[/] {escape(str(f.get('detail')))}: "
+                  f"{escape(str(f.get('error')))}")
     if len(rep.failures) > errors:
         out.print(f"... and {len(rep.failures) - errors} more failure(s)")

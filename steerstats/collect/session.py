@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from steerstats.backends import create_backend
 from steerstats.backends.base import Backend
 from steerstats.collect.cache import Cache
+from steerstats.collect.ledger import new_owner
 from steerstats.collect.metering import (
     Budget,
     Meter,
@@ -54,8 +55,12 @@ class Session:
         self.config = config
         self._own_cache = cache is None
         self.cache = cache if cache is not None else Cache(config.cache_path)
+        # Who this run is in the ledger (its claims and attempts).
+        self.owner = new_owner()
         self.meter = Meter(
-            budget=Budget(config.budget.max_usd, config.budget.max_calls),
+            budget=Budget(config.budget.max_usd, config.budget.max_calls,
+                          ledger=self.cache.ledger, scope=config.experiment.name,
+                          owner=self.owner),
             retry=RetryPolicy(**config.retries.model_dump()),
             pricing={k: Price(v.input, v.output) for k, v in config.pricing.items()},
             concurrency=config.concurrency.backends,

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+from steerstats.collect.check import latency_key
+from steerstats.collect.ledger import LedgerTotals, last_scope
 from steerstats.collect.metering import (
     Price,
     estimate_prompt_tokens,
@@ -16,7 +18,7 @@ from steerstats.config import Experiment
 from steerstats.methods.base import Intervention
 
 __all__ = ["DryRunReport", "EstimateRow", "StatusReport", "StatusRow", "estimate",
-           "recorded_usage", "status"]
+           "recorded_usage", "remembered_limits", "status"]
 
 # Rough size of a rubric judge's instructions, for dry-run estimates only.
 _JUDGE_TEMPLATE_TOKENS = 400
@@ -67,6 +69,9 @@ class DryRunReport:
     unresolved_units: int
     generations: int
     judgements: int
+    # wall time from latencies measured by `collect --check` (None: not every backend checked)
+    wall_s: float | None = None
+    unmeasured: tuple[str, ...] = ()
 
     def totals(self) -> EstimateRow:
         t = EstimateRow("total", "", "")
@@ -94,6 +99,21 @@ def _estimate(p: Plan) -> DryRunReport:
         if r.cost_usd is not None:
             r.cost_usd = None if price is None else r.cost_usd + price.cost(inp, out)
 
+    # backend-seconds per concurrency group (backend name), from measured latencies
+    busy: dict[str, float] = {}
+    unmeasured: set[str] = set()
+    latencies: dict[int, float | None] = {}
+
+    def occupy(backend: Any, calls: int) -> None:
+        lat = latencies.get(id(backend), -1.0)
+        if lat == -1.0:
+            got = cache.ledger.get_meta(latency_key(backend.identity()))
+            lat = latencies[id(backend)] = None if got is None else float(got["latency_s"])
+        if lat is None:
+            unmeasured.add(f"{backend.name}/{backend.model}")
+        else:
+            busy[backend.name] = busy.get(backend.name, 0.0) + calls * lat
+
     counted: set[str] = set()
     for g in p.generations:
         r = row(g.model, g.method, "generate")
@@ -108,6 +128,7 @@ def _estimate(p: Plan) -> DryRunReport:
         req = g.request or build_request(cfg, Intervention(), g.prompt, g.sample)
         r.to_run += 1
         r.calls += 1
+        occupy(session.model_backend(g.model), 1)
         add_cost(r, session.meter.price(session.model_backend(g.model).inner),
                  estimate_prompt_tokens(req), cfg.sampling.max_tokens)
     for j in p.judgements:
@@ -128,12 +149,25 @@ def _estimate(p: Plan) -> DryRunReport:
         judge = session.judges[j.judge]
         n_calls = int(getattr(judge, "calls_per_item", 1))
         r.calls += n_calls
+        occupy(jb, n_calls)
         inp = (len(g.prompt.text) + len(g.query.text)) // 4 + cfg.sampling.max_tokens
         inp += _JUDGE_TEMPLATE_TOKENS
         out = int(getattr(judge, "max_tokens", _JUDGE_MAX_TOKENS))
         add_cost(r, session.meter.price(jb.inner), n_calls * inp, n_calls * out)
+    wall = None
+    if not unmeasured:
+        wall = sum(secs / session.meter.limit_for(_group_backend(session, name))
+                   for name, secs in busy.items())
     return DryRunReport(list(rows.values()), len(p.unresolved), len(p.generations),
-                        len(p.judgements))
+                        len(p.judgements), wall, tuple(sorted(unmeasured)))
+
+
+def _group_backend(session: Any, name: str) -> Any:
+    """A backend of concurrency group ``name`` (its limit is the group's)."""
+    for proxy in session.meter._proxies.values():
+        if proxy.inner.name == name:
+            return proxy.inner
+    raise KeyError(name)
 
 
 def estimate(config: Experiment, *, limit_queries: int | None = None,
@@ -142,6 +176,15 @@ def estimate(config: Experiment, *, limit_queries: int | None = None,
     return with_plan(config, _estimate, limit_queries=limit_queries, limit_prompts=limit_prompts)
 
 
+def remembered_limits(config: Experiment) -> dict[str, int | None]:
+    """The pilot limits of the experiment's latest collect (both None: the whole plan)."""
+    from steerstats.collect.cache import Cache
+
+    with Cache(config.cache_path) as cache:
+        return last_scope(cache.ledger, config.experiment.name)
+
+
+TaskState = Literal["done", "failed", "pending"]
 
 
 @dataclass
@@ -163,6 +206,8 @@ class StatusReport:
     spent_usd: float
     calls: int
     failures: list[dict[str, Any]]
+    # every attempt recorded for the experiment by any process (the budget counts these)
+    ledger: LedgerTotals = LedgerTotals()
 
 
 def _status(p: Plan) -> StatusReport:
@@ -205,7 +250,8 @@ def _status(p: Plan) -> StatusReport:
             failures.append({"kind": "resolution", "error": note, "detail": {
                 "model": model, "method": method, "strength": strength, "query_id": query_id}})
     usd, calls = recorded_usage(p)
-    return StatusReport(list(rows.values()), usd, calls, failures)
+    return StatusReport(list(rows.values()), usd, calls, failures,
+                        cache.ledger.totals(p.config.experiment.name))
 
 
 def status(config: Experiment, *, limit_queries: int | None = None,

@@ -20,11 +20,15 @@ from steerstats.methods.base import Intervention
 
 @dataclass(frozen=True)
 class Score:
-    """One observation. ``value`` is NaN when it could not be determined; ``reason`` says why."""
+    """One observation. ``value`` is NaN when it could not be determined; ``reason`` says why.
+
+    ``reply`` is the raw text the judge model answered (chat judges), kept so that every score,
+    and above all an unparsed one, can be traced to what the judge actually said."""
 
     metric: str
     value: float
     reason: str | None = None
+    reply: str | None = None
 
     @staticmethod
     def missing(metric: str, reason: str) -> Score:

@@ -7,6 +7,7 @@ readable integer 1-5 in that tag is NaN with the reason, never a made-up number.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any
 
 from steerstats.backends.base import Backend, GenerationRequest
@@ -156,7 +157,7 @@ class RubricJudge(Judge):
                 "in the experiment file"
             )
         result = await backend.generate(self.request(item, repeat))
-        return [parse_score(result.text, self.metric)]
+        return [replace(parse_score(result.text, self.metric), reply=result.text)]
 
 
 @judge("behavior", metrics=("behavior",), scale=SCALE)
