@@ -114,5 +114,5 @@ def test_options_are_checked_and_identity_keeps_only_what_shapes_answers() -> No
 
 async def test_activation_steering_is_refused_with_a_fix() -> None:
     b = create_backend("openai", "m", {"base_url": "http://127.0.0.1:1/v1"})
-    with pytest.raises(ConfigError, match="cannot apply 'caa' steering.*local, goodfire"):
+    with pytest.raises(ConfigError, match="cannot apply 'vector' steering.*local, goodfire"):
         await b.generate(req(steering=Steering("caa", {"digest": "x"})))

@@ -10,6 +10,8 @@ Options (experiment ``options = {...}``): ``base_url`` (else ``OPENAI_BASE_URL``
 ``timeout_s`` (per request, default 120), ``max_concurrency`` (default 16), ``extra_body``
 (extra request fields, e.g. ``{top_p = 0.9}``; part of the cache key),
 ``max_tokens_field`` ("max_tokens" or "max_completion_tokens" for models that need it).
+``base_urls = [...]`` instead of ``base_url``: replicas of one model, calls spread over them with
+``max_concurrency`` in flight on each, failing over on errors (see ``replicas``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from steerstats.errors import ConfigError, PrerequisiteError
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
-_OPTIONS = {"base_url", "timeout_s", "max_concurrency", "extra_body", "max_tokens_field"}
+_OPTIONS = {"base_url", "base_urls", "timeout_s", "max_concurrency", "extra_body",
+            "max_tokens_field"}
 # A placeholder sent to local servers that need no key (vLLM, llama.cpp without --api-key).
 _NO_KEY = "no-key-required"
 
@@ -152,9 +155,14 @@ class OpenAIBackend(Backend):
                 "openai backend: max_tokens_field must be 'max_tokens' or 'max_completion_tokens'"
             )
         self._client: Any = None
+        self.replicas = _replica_pool(self.options, self.timeout_s)
 
     def identity(self) -> dict[str, Any]:
-        """Server, model and request-shaping options; not timeouts, limits or credentials."""
+        """Server, model and request-shaping options; not timeouts, limits or credentials.
+        Replicas are named by no URL: any of them may answer a given key."""
+        if self.replicas is not None:
+            return {"backend": self.name, "model": self.model, "base_url": "replicas",
+                    "extra_body": self.extra_body}
         return {
             "backend": self.name,
             "model": self.model,
@@ -163,6 +171,8 @@ class OpenAIBackend(Backend):
         }
 
     def max_concurrency(self) -> int:
+        if self.replicas is not None:
+            return self.replicas.capacity
         return int(self.options.get("max_concurrency", 16))
 
     def _get_client(self) -> Any:
@@ -186,14 +196,35 @@ class OpenAIBackend(Backend):
         }
         if request.seed is not None:
             body["seed"] = request.seed
+        if self.replicas is not None:
+            data, url = await self.replicas.call(lambda client, url: _post_chat(
+                client, body, base_url=url, model=self.model, timeout_s=self.timeout_s))
+            result = _result(data)
+            result.extra["replica"] = url
+            return result
         data = await _post_chat(self._get_client(), body, base_url=self.base_url,
                                model=self.model, timeout_s=self.timeout_s)
         return _result(data)
 
     async def aclose(self) -> None:
+        if self.replicas is not None:
+            await self.replicas.aclose()
         if self._client is not None:
             await self._client.close()
             self._client = None
+
+
+def _replica_pool(options: dict[str, Any], timeout_s: float) -> Any:
+    """The pool of ``base_urls`` (None without them); each replica gets its own client."""
+    if "base_urls" not in options:
+        return None
+    from steerstats.backends.replicas import ReplicaPool, parse_base_urls
+
+    if "base_url" in options:
+        raise ConfigError("openai backend: give base_url or base_urls, not both")
+    urls = parse_base_urls(options["base_urls"])
+    return ReplicaPool(urls, lambda url: _make_client(url, timeout_s),
+                       per_replica=int(options.get("max_concurrency", 16)))
 
 
 def _result(data: Any) -> GenerationResult:
