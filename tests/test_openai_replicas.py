@@ -58,7 +58,7 @@ async def test_calls_spread_over_replicas_within_each_ones_concurrency(servers) 
     assert pooled.max_concurrency() == 6
     got = await run(pooled, requests(24))
     assert [r.text for r in got] == [r.text for r in single]  # any replica, same answer
-    assert {r.extra["replica"] for r in got} == set(urls)
+    assert {r.extra["replica"] for r in got} == {0, 1, 2}
     served = [s.requests for s in servers]
     assert sum(served) == 24 and min(served) >= 6, served
     assert max(s.max_in_flight for s in servers) <= 2
@@ -70,7 +70,7 @@ async def test_fails_over_from_a_dead_and_an_erroring_replica(servers) -> None:
     pooled = create_backend("openai", "m", {"base_urls": urls, "max_concurrency": 4})
     got = await run(pooled, requests(20))
     assert all(r.text.startswith("Fake reply") for r in got)
-    assert {r.extra["replica"] for r in got} == {servers[2].url}
+    assert {r.extra["replica"] for r in got} == {2}
     failures = {row["url"]: row["failures"] for row in pooled.replicas.stats()}
     assert failures[urls[0]] >= 1 and failures[urls[1]] >= 1
     # a failed replica cools down: far fewer than one failed attempt per call
@@ -102,3 +102,16 @@ def test_cache_identity_names_no_replica() -> None:
 def test_bad_base_urls_are_config_errors(options, message) -> None:
     with pytest.raises(ConfigError, match=message):
         create_backend("openai", "m", options)
+
+
+async def test_a_rejected_key_is_not_failed_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    from steerstats.errors import PrerequisiteError
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong")
+    with FakeOpenAIServer(api_key="sk-right") as guarded, FakeOpenAIServer() as open_:
+        pooled = create_backend("openai", "m", {"base_urls": [guarded.url, open_.url],
+                                                "max_concurrency": 1})
+        with pytest.raises(PrerequisiteError, match="401") as info:
+            await run(pooled, requests(1))
+    assert any(guarded.url in note for note in info.value.__notes__)
+    assert open_.requests == 0

@@ -136,6 +136,14 @@ def parse_retry_after(headers: Any) -> float | None:
 class OpenAIBackend(Backend):
     """Chat completions from an OpenAI-compatible server (no activation steering)."""
 
+    def __new__(cls, model: str, options: dict[str, Any] | None = None) -> OpenAIBackend:
+        # ``base_urls``: the same backend over a pool of replicas (see ``replicas``).
+        if cls is OpenAIBackend and options and "base_urls" in options:
+            from steerstats.backends.replicas import ReplicatedOpenAIBackend
+
+            cls = ReplicatedOpenAIBackend
+        return super().__new__(cls)
+
     def __init__(self, model: str, options: dict[str, Any] | None = None) -> None:
         super().__init__(model, options)
         unknown = sorted(set(self.options) - _OPTIONS)
@@ -155,14 +163,9 @@ class OpenAIBackend(Backend):
                 "openai backend: max_tokens_field must be 'max_tokens' or 'max_completion_tokens'"
             )
         self._client: Any = None
-        self.replicas = _replica_pool(self.options, self.timeout_s)
 
     def identity(self) -> dict[str, Any]:
-        """Server, model and request-shaping options; not timeouts, limits or credentials.
-        Replicas are named by no URL: any of them may answer a given key."""
-        if self.replicas is not None:
-            return {"backend": self.name, "model": self.model, "base_url": "replicas",
-                    "extra_body": self.extra_body}
+        """Server, model and request-shaping options; not timeouts, limits or credentials."""
         return {
             "backend": self.name,
             "model": self.model,
@@ -171,8 +174,6 @@ class OpenAIBackend(Backend):
         }
 
     def max_concurrency(self) -> int:
-        if self.replicas is not None:
-            return self.replicas.capacity
         return int(self.options.get("max_concurrency", 16))
 
     def _get_client(self) -> Any:
@@ -196,35 +197,14 @@ class OpenAIBackend(Backend):
         }
         if request.seed is not None:
             body["seed"] = request.seed
-        if self.replicas is not None:
-            data, url = await self.replicas.call(lambda client, url: _post_chat(
-                client, body, base_url=url, model=self.model, timeout_s=self.timeout_s))
-            result = _result(data)
-            result.extra["replica"] = url
-            return result
         data = await _post_chat(self._get_client(), body, base_url=self.base_url,
                                model=self.model, timeout_s=self.timeout_s)
         return _result(data)
 
     async def aclose(self) -> None:
-        if self.replicas is not None:
-            await self.replicas.aclose()
         if self._client is not None:
             await self._client.close()
             self._client = None
-
-
-def _replica_pool(options: dict[str, Any], timeout_s: float) -> Any:
-    """The pool of ``base_urls`` (None without them); each replica gets its own client."""
-    if "base_urls" not in options:
-        return None
-    from steerstats.backends.replicas import ReplicaPool, parse_base_urls
-
-    if "base_url" in options:
-        raise ConfigError("openai backend: give base_url or base_urls, not both")
-    urls = parse_base_urls(options["base_urls"])
-    return ReplicaPool(urls, lambda url: _make_client(url, timeout_s),
-                       per_replica=int(options.get("max_concurrency", 16)))
 
 
 def _result(data: Any) -> GenerationResult:
