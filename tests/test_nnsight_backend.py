@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -178,19 +179,28 @@ def test_remote_request_built_and_run_as_ndif_would(pair, monkeypatch):
     from nnsight.intervention.backends.remote import RemoteBackend
     from nnsight.schema.request import RequestModel
 
-    from steerstats.backends._local_engine import GenRow
+    from steerstats.backends._local_engine import GenRow, ScoreRow
     from steerstats.backends._nnsight_engine import NNsightEngine
 
     loop, local, nn, info, *_ = pair
     engine = loop.run_until_complete(nn.engine())
     row = (vector_store.get(info["digest"]), 0.5)
     rows = [GenRow(engine.chat_ids(m), 8, steering=row) for m in QUESTIONS]
-    here = [o.tokens for o in engine.generate_rows(rows)]
+    rows.append(GenRow(engine.chat_ids(QUESTIONS[1]), 8, temperature=1.0, seed=5, steering=row))
+    scores = [ScoreRow(engine.chat_ids(QUESTIONS[0]), engine.text_ids("Paris."), steering=row,
+                       candidates=engine.single_token_ids("4"))]
+    seqs = [(engine.chat_ids(QUESTIONS[0]), engine.text_ids("Paris."))]
 
+    dry_run = NNsightBackend(MODEL, {"cache_dir": str(CACHE), "remote": "local"})
     simulated = NNsightEngine(engine.lm, fingerprint=engine.fingerprint, max_batch_size=4,
-                              batch_wait_s=0.0,
-                              remote_backend=lambda: LocalSimulationBackend(engine.lm))
-    assert [o.tokens for o in simulated.generate_rows(rows)] == here
+                              batch_wait_s=0.0, remote_backend=dry_run._remote_backend(engine.lm))
+    assert isinstance(simulated.remote_backend(), LocalSimulationBackend)
+    for method, args in (("generate_rows", (rows,)), ("score_rows", (scores,)),
+                         ("readout", (seqs, 15, "response"))):
+        here, there = getattr(engine, method)(*args), getattr(simulated, method)(*args)
+        if method == "generate_rows":  # batch timings differ
+            here, there = ([(o.tokens, o.finish_reason) for o in x] for x in (here, there))
+        assert repr(here) == repr(there), method
 
     monkeypatch.setenv("NDIF_API_KEY", "secret-key-123")
     sent = {}
@@ -224,12 +234,24 @@ def test_remote_request_built_and_run_as_ndif_would(pair, monkeypatch):
     remote = NNsightEngine(engine.lm, fingerprint=engine.fingerprint, max_batch_size=4,
                            batch_wait_s=0.0, remote_backend=nn_remote._remote_backend(hub_id))
     with pytest.raises(Captured):
-        remote.generate_rows(rows)
+        remote.generate_rows(rows)  # greedy, steered, and one sampled row
     assert sent["key"] == "secret-key-123"
     assert sent["socket_header"] == {"ndif-api-key": "secret-key-123"}
     assert sent["socket"].endswith("/subscribe")
     assert b"secret-key-123" not in sent["blob"] and "secret" not in sent["envelope"]
     envelope = json.loads(sent["envelope"])
+    payload = sent["blob"]
+    if envelope["compress"]:
+        import zstandard
+
+        payload = zstandard.ZstdDecompressor().decompress(payload)
+    # steerstats is not installed on NDIF: the payload names none of its modules but the
+    # sampler, which is shipped by value
+    assert set(re.findall(rb"steerstats\.[\w.]+", payload)) == {
+        b"steerstats.backends._nnsight_sampling"}
+    import cloudpickle
+
+    assert "steerstats.backends._nnsight_sampling" in cloudpickle.list_registry_pickle_by_value()
     assert (envelope["model_key"], envelope["session_id"]) == ("model-key-of-a-hub-id",
                                                                 "session-1")
     tracer = RequestModel.deserialize(sent["blob"], engine.lm._remoteable_persistent_objects(),
