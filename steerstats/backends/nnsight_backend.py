@@ -22,7 +22,8 @@ Options (``options = {...}`` of a ``[[models]]`` or ``[[judges]]`` entry):
   each NDIF request waits in a queue, so remote batches are larger and wait to fill;
 - ``cache_dir``, ``threads``: as for the local backend.
 
-Only ``path`` and ``dtype`` (and the weights' digest, for local files) enter cache keys.
+Only ``path`` and ``dtype`` (and the weights' digest, for local files) enter cache keys: the
+same model here or on NDIF is the same model (NDIF's numerics may still flip near-ties).
 """
 
 from __future__ import annotations
