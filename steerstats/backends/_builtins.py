@@ -3,4 +3,4 @@
 Each module imports its heavy dependencies (torch, goodfire) only when a backend is created.
 """
 
-from steerstats.backends import goodfire, local, mock, openai_compat  # noqa: F401
+from steerstats.backends import goodfire, local, mock, nnsight_backend, openai_compat  # noqa: F401

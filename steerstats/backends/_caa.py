@@ -12,6 +12,7 @@ adds a perturbation as large as a typical residual-stream state.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -119,8 +120,10 @@ def build_caa_vector(
                 for k, out in enumerate(engine.generate_rows(rows)):
                     responses[start + k] = out.tokens
         sides[side] = list(zip(prompts, responses, strict=True))
-    pos_means, _ = _readout(engine, sides["positive"], spec.layer, spec.position)
-    neg_means, neg_norms = _readout(engine, sides["neutral"], spec.layer, spec.position)
+    # An engine that runs its model elsewhere (nnsight) reads activations its own way.
+    readout = getattr(engine, "readout", None) or functools.partial(_readout, engine)
+    pos_means, _ = readout(sides["positive"], spec.layer, spec.position)
+    neg_means, neg_norms = readout(sides["neutral"], spec.layer, spec.position)
     diff = (pos_means - neg_means).mean(0)
     raw_norm = float(diff.norm())
     if not raw_norm > 0:

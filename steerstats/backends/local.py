@@ -182,6 +182,11 @@ class LocalBackend(Backend):
             "weights": self.weights_digest(),
         }
 
+    def vector_identity(self) -> dict[str, Any]:
+        """The model identity steering vectors are digested with (the nnsight backend gives
+        the local one for the same model, so both find the same vectors)."""
+        return self.identity()
+
     def max_concurrency(self) -> int:
         """Enough requests in flight to fill two batches (one running, one gathering); score
         batches take up to four times ``max_batch_size`` rows."""
@@ -375,7 +380,7 @@ class LocalBackend(Backend):
         spec = CAASpec(
             positive_system, neutral_system, tuple(prompts), int(layer), position, int(max_tokens)
         )
-        digest = spec.digest(self.identity())
+        digest = spec.digest(self.vector_identity())
         where = cache_dir if cache_dir is not None else self.cache_dir
         vector_store.add_cache_dir(where)
         vector = await engine.call(lambda: build_caa_vector(engine, spec, digest, where))

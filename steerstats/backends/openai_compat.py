@@ -10,6 +10,8 @@ Options (experiment ``options = {...}``): ``base_url`` (else ``OPENAI_BASE_URL``
 ``timeout_s`` (per request, default 120), ``max_concurrency`` (default 16), ``extra_body``
 (extra request fields, e.g. ``{top_p = 0.9}``; part of the cache key),
 ``max_tokens_field`` ("max_tokens" or "max_completion_tokens" for models that need it).
+``base_urls = [...]`` instead of ``base_url``: replicas of one model, calls spread over them with
+``max_concurrency`` in flight on each, failing over on errors (see ``replicas``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from steerstats.redact import redact_url, secret_name
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
-_OPTIONS = {"base_url", "timeout_s", "max_concurrency", "extra_body", "max_tokens_field"}
+_OPTIONS = {"base_url", "base_urls", "timeout_s", "max_concurrency", "extra_body",
+            "max_tokens_field"}
 # A placeholder sent to local servers that need no key (vLLM, llama.cpp without --api-key).
 _NO_KEY = "no-key-required"
 
@@ -136,6 +139,14 @@ def parse_retry_after(headers: Any) -> float | None:
 @backend("openai")
 class OpenAIBackend(Backend):
     """Chat completions from an OpenAI-compatible server (no activation steering)."""
+
+    def __new__(cls, model: str, options: dict[str, Any] | None = None) -> OpenAIBackend:
+        # ``base_urls``: the same backend over a pool of replicas (see ``replicas``).
+        if cls is OpenAIBackend and options and "base_urls" in options:
+            from steerstats.backends.replicas import ReplicatedOpenAIBackend
+
+            cls = ReplicatedOpenAIBackend
+        return super().__new__(cls)
 
     def __init__(self, model: str, options: dict[str, Any] | None = None) -> None:
         super().__init__(model, options)
