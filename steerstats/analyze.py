@@ -29,8 +29,9 @@ TABLES: dict[str, str] = {
     "contrasts": "paired contrasts against control and against prompt (stats.paired_contrasts)",
     "accuracy": "MMLU accuracy by GEE and bootstrap, and the unparsed rate (stats.accuracy_model)",
     "tradeoff": "behaviour gain vs coherence and accuracy loss, Pareto front (stats.tradeoff)",
-    "variance_components": "per metric: query, prompt, query:method and residual variance "
-    "(stats.mixed_model)",
+    "variance_components": "per metric: variance of each random term (query, prompt, query x "
+    "method within model, shared generation) and residual, the structure fitted and whether the "
+    "fit is singular (stats.mixed_model)",
     "emm": "per metric: mixed-model marginal means per model x method",
     "mixed_contrasts": "per metric: mixed-model contrasts against each baseline, Holm-adjusted",
     "reliability": "judge reliability per metric, overall (method empty) and per method "
@@ -196,10 +197,11 @@ def _mixed(
         except (RuntimeError, ValueError, np.linalg.LinAlgError) as exc:
             failures.append(f"{metric}: {exc}")
             continue
-        vcs.append(fit.variance_components.assign(metric=metric))
-        emms.append(fit.emm.assign(metric=metric))
+        flags = {"metric": metric, "singular": fit.singular}
+        vcs.append(fit.variance_components.assign(**flags, structure=fit.structure))
+        emms.append(fit.emm.assign(**flags))
         # Holm within each metric x baseline family, as mixed_model's contrasts() does.
-        cons.extend(fit.contrasts(b).assign(metric=metric) for b in baselines)
+        cons.extend(fit.contrasts(b).assign(**flags) for b in baselines)
     out: dict[str, pd.DataFrame] = {}
     for name, parts in (("variance_components", vcs), ("emm", emms), ("mixed_contrasts", cons)):
         if parts:
