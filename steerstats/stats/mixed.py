@@ -284,15 +284,24 @@ def _fit_numpy(design: _Design, maxiter: int) -> _Fit:
     reml = _Reml(design)
     k = len(design.sizes)
     theta, best = np.ones(k), np.inf
-    # Bounded Nelder-Mead (derivative-free, as lme4's default optimiser is), restarted from its
-    # own answer until a restart no longer improves: a simplex can collapse early.
+    # A quasi-Newton pass (finite-difference gradients) brings theta near the optimum in a few
+    # dozen evaluations; bounded Nelder-Mead (derivative-free, as lme4's default optimiser is)
+    # then polishes from a small simplex around it, restarted from its own answer until a
+    # restart no longer improves: a simplex can collapse early.
+    with np.errstate(all="ignore"):
+        pre = optimize.minimize(reml.profiled, x0=theta, method="L-BFGS-B",
+                                bounds=[(0.0, None)] * k, options={"maxiter": maxiter})
+    if np.isfinite(pre.fun):
+        theta = pre.x
     for _ in range(5):
+        step = np.maximum(0.05 * theta, 1e-3)
         res = optimize.minimize(
             reml.profiled,
             x0=theta,
             method="Nelder-Mead",
             bounds=[(0.0, None)] * k,
-            options={"xatol": 1e-8, "fatol": 1e-10, "maxiter": maxiter, "maxfev": 4 * maxiter},
+            options={"xatol": 1e-8, "fatol": 1e-10, "maxiter": maxiter, "maxfev": 4 * maxiter,
+                     "initial_simplex": np.vstack([theta, theta + np.diag(step)])},
         )
         if not res.success or not np.isfinite(res.fun):
             raise ConvergenceError(
@@ -800,7 +809,7 @@ def mixed_model(
             )
     groups = _random_terms(random, data, len(model_levels))
     for term in groups:
-        data[_term_column(term)] = data[list(TERMS[term])].astype(str).agg("\x1f".join, axis=1)
+        data[_term_column(term)] = data.groupby(list(TERMS[term]), sort=True).ngroup()
     ref = reference
     if ref is None and "control" in method_levels:
         ref = "control"
