@@ -737,11 +737,11 @@ def mixed_model(
     ...                           n_topic=2, n_common=6, n_repeats=2, seed=1)
     >>> fit = mixed_model(scores, "behavior")
     >>> fit.variance_components.round(2)
-              group  variance    sd  n_levels
-    0         query      0.05  0.23       8.0
-    1        prompt      0.22  0.47      22.0
-    2  query:method      0.13  0.36      24.0
-    3      residual      0.70  0.83       NaN
+              group  variance    sd  n_levels  at_boundary
+    0         query      0.05  0.23       8.0        False
+    1        prompt      0.22  0.47      22.0        False
+    2  query:method      0.13  0.36      24.0        False
+    3      residual      0.70  0.83       NaN        False
     >>> fit.emm[["method", "estimate", "ci_low", "ci_high"]].round(2)
         method  estimate  ci_low  ci_high
     0  control      2.95    2.51     3.39
