@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
 
 from steerstats.errors import PrerequisiteError
 from steerstats.stats import simulate_crossed
@@ -311,3 +312,16 @@ def test_bad_arguments() -> None:
     fit = mixed_model(scores, "behavior", reference="steer")
     assert fit.fixed["term"].tolist() == ["(Intercept)", "method[control]", "method[prompt]"]
 
+
+
+def test_contrast_holm_family_is_model_x_baseline_and_a_pair_is_tested_once() -> None:
+    scores = simulate_crossed(n_queries=6, n_topic=0, n_common=5, n_repeats=1,
+                              model={"a": 0.0, "b": 0.2}, seed=4)
+    fit = mixed_model(scores, "behavior")
+    both = fit.contrasts(["control", "prompt"])
+    assert both[["model", "method", "baseline"]].values.tolist() == [
+        ["a", "prompt", "control"], ["a", "steer", "control"], ["a", "steer", "prompt"],
+        ["b", "prompt", "control"], ["b", "steer", "control"], ["b", "steer", "prompt"]]
+    for _, fam in both.groupby(["model", "baseline"]):
+        ref = multipletests(fam["p"].to_numpy(), method="holm")[1]
+        np.testing.assert_allclose(fam["p_holm"], ref, rtol=1e-12)

@@ -20,7 +20,6 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 from scipy import linalg, optimize, sparse, stats
-from statsmodels.stats.multitest import multipletests
 from threadpoolctl import threadpool_limits
 
 from steerstats.errors import PrerequisiteError
@@ -30,6 +29,7 @@ from steerstats.stats._data import (
     require_metric,
     response_level,
 )
+from steerstats.stats.contrasts import holm_by_family
 
 __all__ = ["ConvergenceError", "MixedModelResult", "mixed_model"]
 
@@ -534,7 +534,7 @@ class MixedModelResult:
 
     def contrasts(
         self,
-        baseline: str | None = None,
+        baseline: str | Sequence[str] | None = None,
         *,
         factor: Literal["method", "model"] = "method",
     ) -> pd.DataFrame:
@@ -542,20 +542,23 @@ class MixedModelResult:
 
         Parameters
         ----------
-        baseline : str, optional
-            Compare every level with this one (e.g. ``"control"``). ``None`` (default): all
-            pairs of levels.
+        baseline : str or sequence of str, optional
+            Compare every level with this one (e.g. ``"control"``), or with each of several
+            (``["control", "prompt"]``: a pair is tested once, so against ``"prompt"`` the
+            earlier baseline is not compared again). ``None`` (default): all pairs of levels.
         factor : {"method", "model"}
             Which factor's levels are compared; the other one is held fixed.
 
         Returns
         -------
         pandas.DataFrame
-            One row per contrast: the held-fixed factor's column (``model`` or ``method``), the
-            compared level (column named after ``factor``), ``baseline`` (the level subtracted),
-            ``estimate`` (level minus baseline), ``se``, ``df``, ``t``, ``p`` (two-sided t-test
-            with ``df``), ``p_holm`` (Holm-adjusted over all rows of this table), ``ci_low``,
-            ``ci_high`` (unadjusted, at the fit's ``confidence``).
+            One row per contrast: the held-fixed factor's column (``model`` or ``method``, under
+            the caller's column name), the compared level (column named after ``factor``),
+            ``baseline`` (the level subtracted), ``estimate`` (level minus baseline), ``se``,
+            ``df``, ``t``, ``p`` (two-sided t-test with ``df``), ``p_holm`` (Holm-adjusted within
+            the family: one level of the held-fixed factor x baseline, as
+            :func:`steerstats.stats.paired_contrasts` does per model x metric x baseline),
+            ``ci_low``, ``ci_high`` (unadjusted, at the fit's ``confidence``).
         """
         if factor not in ("method", "model"):
             raise ValueError(f"factor must be 'method' or 'model', got {factor!r}")
@@ -563,13 +566,17 @@ class MixedModelResult:
         levels = d.method_levels if factor == "method" else d.model_levels
         fixed_levels = d.model_levels if factor == "method" else d.method_levels
         other = "model" if factor == "method" else "method"
-        if baseline is not None and baseline not in levels:
-            raise ValueError(f"baseline {baseline!r} is not a {factor}; choose one of {levels}")
+        bases = [baseline] if isinstance(baseline, str) else (
+            None if baseline is None else list(baseline))
+        for b in bases or []:
+            if b not in levels:
+                raise ValueError(f"baseline {b!r} is not a {factor}; choose one of {levels}")
         if len(levels) < 2:
             raise ValueError(f"only one {factor} ({levels[0]!r}) was fitted: nothing to contrast")
         pairs = (
-            [(a, baseline) for a in levels if a != baseline]
-            if baseline is not None
+            [(a, b) for k, b in enumerate(bases) for a in levels
+             if a != b and a not in bases[:k]]
+            if bases is not None
             else [(a, b) for i, b in enumerate(levels) for a in levels[i + 1 :]]
         )
         rows, vecs = [], []
@@ -580,13 +587,12 @@ class MixedModelResult:
                 vecs.append(cell(a) - cell(b))
                 rows.append({other: g, factor: a, "baseline": b})
         out = pd.concat([pd.DataFrame(rows), self._estimates(np.array(vecs))], axis=1)
+        family = [other] + (["baseline"] if bases is not None else [])
+        out.insert(out.columns.get_loc("p") + 1, "p_holm", holm_by_family(out, family))
         names = {k: v for k, v in self._names.items() if k in out.columns}
         if names.get("model", "model") is None:
             out = out.drop(columns="model")
-        out = out.rename(columns={k: v for k, v in names.items() if v is not None})
-        p_holm = multipletests(out["p"], method="holm")[1]
-        out.insert(out.columns.get_loc("p") + 1, "p_holm", p_holm)
-        return out
+        return out.rename(columns={k: v for k, v in names.items() if v is not None})
 
 
 # --------------------------------------------------------------------------------------------
