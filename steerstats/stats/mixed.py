@@ -280,7 +280,7 @@ def _satterthwaite_parts(
     return 2.0 * h_inv, _jacobian(reml.covbeta, varpar)
 
 
-def _fit_numpy(design: _Design, maxiter: int) -> _Fit:
+def _fit_numpy(design: _Design, maxiter: int, satterthwaite: bool = True) -> _Fit:
     reml = _Reml(design)
     k = len(design.sizes)
     theta, best = np.ones(k), np.inf
@@ -320,6 +320,9 @@ def _fit_numpy(design: _Design, maxiter: int) -> _Fit:
     theta = np.where(theta < 1e-6, 0.0, theta)
     beta, sigma = reml.estimates(theta)
     vcov = reml.covbeta(np.append(theta, sigma))
+    if not satterthwaite:  # variance components only (reliability's ICCs)
+        empty = np.zeros((0, 0))
+        return _Fit(beta, vcov, theta, sigma, empty, empty, reml.profiled(theta))
     vcov_varpar, jac = _satterthwaite_parts(reml, theta, sigma)
     return _Fit(beta, vcov, theta, sigma, vcov_varpar, jac, reml.profiled(theta))
 
