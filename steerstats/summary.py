@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from steerstats.stats._data import numeric_values, require_columns
+from steerstats.stats import numeric_values, require_columns
 
 __all__ = ["summary_table"]
 

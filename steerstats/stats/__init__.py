@@ -45,3 +45,13 @@ from .power import *  # noqa: F403, E402
 from .power import __all__ as _power_all  # noqa: E402
 
 __all__ += _power_all
+
+from .ranges import *  # noqa: F403, E402
+from .ranges import __all__ as _ranges_all  # noqa: E402
+
+__all__ += _ranges_all
+
+from .roles import *  # noqa: F403, E402
+from .roles import __all__ as _roles_all  # noqa: E402
+
+__all__ += _roles_all

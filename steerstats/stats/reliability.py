@@ -273,7 +273,7 @@ def reliability(
     n_boot: int = 1000,
     seed: int | None = 0,
     value: str = "value",
-    metric_column: str = "metric",
+    metric: str = "metric",
 ) -> pd.DataFrame:
     """How consistently judges score the same generation: ICCs, Krippendorff's alpha, agreement.
 
@@ -300,8 +300,8 @@ def reliability(
         Bootstrap resamples of targets for the alpha and agreement intervals (default 1000).
     seed : int, optional
         Seed of the bootstrap (default 0, so tables are reproducible; ``None`` for fresh draws).
-    value, metric_column : str
-        Column names of the rating and the metric.
+    value, metric : str
+        Column names of the rating and the metric (the output keeps the metric column's name).
 
     Returns
     -------
@@ -396,22 +396,23 @@ def reliability(
     15       exact_agreement      0.59    0.54     0.64        180
     16  within_one_agreement      0.95    0.93     0.97        180
     """
+    metric_col = metric
     by_cols = _as_list(by)
     occ_cols = list(occasions)
     if targets is None:
         target_cols = ["key"] if "key" in scores.columns else list(_GENERATION)
     else:
         target_cols = _as_list(targets)
-    require_columns(scores, {"value": value, "metric_column": metric_column})
+    require_columns(scores, {"value": value, "metric": metric_col})
     for kw, cols in (("by", by_cols), ("targets", target_cols), ("occasions", occ_cols)):
         for col in cols:
             require_columns(scores, {kw: col})
     if n_boot < 1:
         raise ValueError(f"n_boot must be at least 1, got {n_boot}")
 
-    data = scores[by_cols + target_cols + occ_cols + [metric_column]].copy()
+    data = scores[by_cols + target_cols + occ_cols + [metric_col]].copy()
     data["_value"] = numeric_values(scores, value).to_numpy()
-    dup = data.duplicated(subset=[metric_column, *target_cols, *occ_cols], keep=False)
+    dup = data.duplicated(subset=[metric_col, *target_cols, *occ_cols], keep=False)
     if dup.any():
         example = data.loc[dup, target_cols + occ_cols].iloc[0].to_dict()
         raise ValueError(
@@ -420,8 +421,8 @@ def reliability(
             "targets=... / occasions=... that identify a rating uniquely"
         )
 
-    present = list(pd.unique(data[metric_column].dropna()))
-    occ_per_metric = data.groupby(metric_column)[occ_cols].apply(
+    present = list(pd.unique(data[metric_col].dropna()))
+    occ_per_metric = data.groupby(metric_col)[occ_cols].apply(
         lambda g: len(g.drop_duplicates()))
     if metrics is None:
         chosen = [m for m in present if occ_per_metric[m] >= 2]
@@ -437,7 +438,7 @@ def reliability(
     else:
         chosen = _as_list(metrics)
         for m in chosen:
-            require_metric(data, m, metric_column)
+            require_metric(data, m, metric_col)
             if occ_per_metric[m] < 2:
                 raise ValueError(f"metric {m!r} has a single rating occasion; reliability needs "
                                  "judge repeats or several judges")
@@ -447,8 +448,8 @@ def reliability(
     groups = data.groupby(by_cols, sort=True, dropna=False) if by_cols else [((), data)]
     for key, group in groups:
         key = key if isinstance(key, tuple) else (key,)
-        for metric in chosen:
-            g = group[group[metric_column] == metric]
+        for name in chosen:
+            g = group[group[metric_col] == name]
             if g.empty:
                 continue
             t_code = g.groupby(target_cols, sort=True, dropna=False).ngroup().to_numpy()
@@ -456,9 +457,9 @@ def reliability(
             arr = np.full((t_code.max() + 1, o_code.max() + 1), np.nan)
             arr[t_code, o_code] = g["_value"].to_numpy()
             for row in _icc_reml_rows(arr) + _icc_rows(arr) + _pairwise_rows(arr, n_boot, rng):
-                out.append({**dict(zip(by_cols, key, strict=True)), "metric": metric, **row})
+                out.append({**dict(zip(by_cols, key, strict=True)), "metric": name, **row})
     table = pd.DataFrame(out, columns=by_cols + _OUT_COLUMNS)
     order = {s: i for i, s in enumerate(STATISTICS)}
     table["_o"] = table["statistic"].map(order)
     table = table.sort_values([*by_cols, "metric", "_o"], kind="stable").drop(columns="_o")
-    return table.reset_index(drop=True)
+    return table.reset_index(drop=True).rename(columns={"metric": metric_col})
