@@ -240,6 +240,23 @@ def run_scenario(name: str, n_sims: int, seed: int) -> tuple[list[dict[str, obje
     return rows, elapsed
 
 
+def judge(frame: pd.DataFrame) -> tuple[bool, list[str]]:
+    """The pass rule: every default interval covers within TARGET (up to 2 Monte-Carlo SEs),
+    and is at most MAX_WIDTH_RATIO x the query-level t wherever the query-level t is itself
+    valid (covers >= TARGET[0]); where it under-covers (replies reused across queries, shared
+    prompt noise) it is no reference for width."""
+    failures = []
+    for (scenario, function), g in frame.groupby(["scenario", "function"], sort=False):
+        rows = g.set_index("interval")
+        d, q = rows.loc["default"], rows.loc["query_t"]
+        lo, hi = TARGET
+        if not lo - 2 * d["mc_se"] <= d["coverage"] <= hi + 2 * d["mc_se"]:
+            failures.append(f"{scenario}/{function} coverage {d['coverage']:.3f}")
+        if q["coverage"] >= lo and d["width_vs_query_t"] > MAX_WIDTH_RATIO:
+            failures.append(f"{scenario}/{function} width {d['width_vs_query_t']:.2f}x")
+    return not failures, failures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-sims", type=int, default=300, help="data sets per scenario")
@@ -260,19 +277,17 @@ def main() -> int:
         table = pd.DataFrame(part).drop(columns=["scenario", "coverage_per_estimand"])
         print(f"\nscenario {name!r}: {args.n_sims} data sets, {elapsed:.0f} s")
         print(table.round(4).to_string(index=False))
-    frame = pd.DataFrame(rows)
-    default = frame[frame["interval"] == "default"]
-    in_band = default["coverage"].between(*TARGET)
-    narrow = default["width_vs_query_t"] <= MAX_WIDTH_RATIO
-    passed = bool(in_band.all() and narrow.all())
-    print(f"\ndefault coverage within {TARGET} and width <= {MAX_WIDTH_RATIO} x query-level t "
-          f"in every scenario: {'PASS' if passed else 'FAIL'}")
+    passed, failures = judge(pd.DataFrame(rows))
+    print(f"\ndefault coverage within {TARGET} (allowing 2 MC SE) and width <= "
+          f"{MAX_WIDTH_RATIO} x query-level t where that covers >= {TARGET[0]}: "
+          f"{'PASS' if passed else 'FAIL: ' + '; '.join(failures)}")
     payload = {
         "benchmark": "coverage",
         "nominal": CONFIDENCE,
         "target_coverage": list(TARGET),
         "max_width_vs_query_t": MAX_WIDTH_RATIO,
         "passed": passed,
+        "failures": failures,
         "seed": args.seed,
         "n_sims": args.n_sims,
         "n_boot": N_BOOT,
