@@ -25,10 +25,12 @@ def scores() -> pd.DataFrame:
 def test_tables_are_the_stats_functions_outputs(scores: pd.DataFrame, tmp_path: Path) -> None:
     tables = analyze((None, scores), n_boot=200, seed=3, out=tmp_path)
     pd.testing.assert_frame_equal(tables["summary"], summarize(scores, n_boot=200, seed=3))
-    both = pd.concat([paired_contrasts(scores, b, n_boot=200, seed=3)
-                      for b in ("control", "prompt")], ignore_index=True)
+    both = paired_contrasts(scores, ["control", "prompt"], n_boot=200, seed=3)
     pd.testing.assert_frame_equal(tables["contrasts"], both)
     assert set(tables["contrasts"]["baseline"]) == {"control", "prompt"}
+    # 4 queries: estimates shown, inference withheld with the reason
+    assert tables["contrasts"]["note"].str.startswith("too few queries: G = 4").all()
+    assert tables["summary"]["note"].str.startswith("too few queries: G = 4").all()
     # The sweep (steer at 3 strengths) gives dose curves: summary rows of the swept arm only.
     curves = tables["dose_curves"]
     assert set(curves["method"]) == {"steer"} and sorted(curves["strength"].unique()) == [
@@ -36,9 +38,12 @@ def test_tables_are_the_stats_functions_outputs(scores: pd.DataFrame, tmp_path: 
     assert tables["skipped"].empty
     # The mixed model sees each strength of the sweep as its own method level.
     fit = mixed_model(_arms(scores), "behavior")
+    vc = tables["variance_components"].query("metric == 'behavior'")
     pd.testing.assert_frame_equal(
-        tables["variance_components"].query("metric == 'behavior'").drop(columns="metric")
-        .reset_index(drop=True), fit.variance_components)
+        vc.drop(columns=["metric", "singular", "structure"]).reset_index(drop=True),
+        fit.variance_components)
+    assert (vc["structure"] == fit.structure).all() and (vc["singular"] == fit.singular).all()
+    assert "singular" in tables["emm"] and "singular" in tables["mixed_contrasts"]
     assert {"steer @ 0.5", "steer @ 2"} <= set(tables["emm"]["method"])
     assert set(tables["mixed_contrasts"]["baseline"]) == {"control", "prompt"}
     rel = tables["reliability"]

@@ -45,9 +45,10 @@ def test_seed_study_report(tmp_path: Path) -> None:
     row = tests[(tests.metric == "accuracy") & (tests.method == "autosteer")
                 & (tests.baseline == "control")].iloc[0]
     assert row["published_diff"] == pytest.approx(-0.1787)  # "Control vs Auto Steer", 0.1787
-    # The paired intervals are never narrower than the naive ones by much: pairing can help,
-    # clustering widens.
-    assert (tests["width_ratio"] > 0.8).all() and tests["width_ratio"].median() > 1.2
+    # Pairing can help (it removes question and prompt difficulty: down to 0.67 of the naive
+    # width on MMLU accuracy with the two-way moment interval, which no longer triple-counts
+    # the residual), clustering by query widens (up to ~6x for behaviour).
+    assert (tests["width_ratio"] > 0.6).all() and tests["width_ratio"].median() > 1.0
     # One judging per response: the report says reliability cannot be estimated.
     assert "judged once per response" in html
     means = pd.read_csv(out / "published_means.csv")

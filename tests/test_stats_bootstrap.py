@@ -132,7 +132,8 @@ def test_expanded_percentile_uses_hesterberg_levels() -> None:
 def test_summarize_counts_means_and_columns(scores: pd.DataFrame) -> None:
     table = summarize(scores, n_boot=300, seed=1)
     assert table.columns.tolist() == [
-        "model", "method", "strength", "metric", "n", "n_missing", "mean", "ci_low", "ci_high"
+        "model", "method", "strength", "metric", "n", "n_missing", "n_queries", "mean",
+        "ci_low", "ci_high", "ci_scale", "note",
     ]
     assert len(table) == 2 * 3 * 3
     for col in ("mean", "ci_low", "ci_high"):
@@ -151,22 +152,26 @@ def test_summarize_counts_means_and_columns(scores: pd.DataFrame) -> None:
 
 
 def test_summarize_is_reproducible_and_seeded(scores: pd.DataFrame) -> None:
-    a = summarize(scores, n_boot=200, seed=3)
-    b = summarize(scores, n_boot=200, seed=3)
-    c = summarize(scores, n_boot=200, seed=4)
+    a = summarize(scores, n_boot=200, seed=3, ci_method="t")
+    b = summarize(scores, n_boot=200, seed=3, ci_method="t")
+    c = summarize(scores, n_boot=200, seed=4, ci_method="t")
     pd.testing.assert_frame_equal(a, b)
     assert not np.allclose(a["ci_low"], c["ci_low"])
     np.testing.assert_array_equal(a["mean"], c["mean"])
+    # the default (moment) interval does not depend on the resampling at all
+    pd.testing.assert_frame_equal(summarize(scores, n_boot=200, seed=3),
+                                  summarize(scores, n_boot=200, seed=4))
 
 
 def test_summarize_default_equals_engine_t_interval(scores: pd.DataFrame) -> None:
     beh = scores[(scores["metric"] == "behavior") & (scores["model"] == "model-a")]
-    table = summarize(beh, n_boot=500, seed=9)
+    # An undeclared range (behavior's 1-5 switched off): the plain two-way t interval.
+    table = summarize(beh, n_boot=500, seed=9, ranges={"behavior": (None, None)})
     keys = ["model", "method", "strength", "metric", "query_id", "prompt_id", "sample"]
     resp = beh.groupby(keys, dropna=False)["value"].mean().reset_index()
     res = cluster_bootstrap(resp, groups=["model", "method", "strength", "metric"],
                             n_boot=500, seed=9)
-    low, high = res.interval(0.95, "t")
+    low, high = res.interval(0.95, "twoway")
     np.testing.assert_allclose(table["ci_low"], low)
     np.testing.assert_allclose(table["ci_high"], high)
 
@@ -271,7 +276,7 @@ def test_unbalanced_design(scores: pd.DataFrame) -> None:
     rng = np.random.default_rng(0)
     data = scores.sample(frac=0.7, random_state=1)
     data = data[~((data["method"] == "steer") & (data["query_id"] == "be-formal"))]
-    table = summarize(data, n_boot=300, seed=rng.integers(100))
+    table = summarize(data, n_boot=300, seed=rng.integers(100), min_queries=5)
     keys = ["model", "method", "strength", "metric", "query_id", "prompt_id", "sample"]
     per_response = data.groupby(keys, dropna=False)["value"].mean().dropna()
     want = per_response.groupby(["model", "method", "metric"]).mean()
@@ -301,3 +306,39 @@ def test_crossed_and_nested_prompts_counted_per_group() -> None:
     # 5 queries; prompts: 5 x 2 nested + 3 shared = 13 per method.
     assert res.n_clusters.tolist() == [[5, 13]] * 3
     assert res.df.tolist() == [4.0] * 3
+
+
+def test_twoway_variance_is_the_query_level_t_for_nested_prompts() -> None:
+    """Prompts nested in queries: V_query + V_prompt - V_query x prompt = V_query, the
+    query-level t. Reference: scipy.stats.ttest_1samp on the query means (balanced)."""
+    sim = simulate_crossed(n_queries=9, n_topic=5, n_common=0, n_repeats=1, seed=2)
+    got = summarize(sim, strength=None, ranges={"behavior": (None, None)}).set_index("method")
+    qmeans = sim.groupby(["method", "query_id"])["value"].mean()
+    for m in ("control", "prompt", "steer"):
+        ci = sps.ttest_1samp(qmeans.loc[m], 0.0).confidence_interval(0.95)
+        assert got.loc[m, "ci_low"] == pytest.approx(ci.low, rel=1e-10)
+        assert got.loc[m, "ci_high"] == pytest.approx(ci.high, rel=1e-10)
+
+
+def test_means_stay_in_the_metric_range() -> None:
+    sim = simulate_crossed({"control": 1.1, "steer": 4.9}, n_queries=6, n_topic=2, n_common=3,
+                           n_repeats=1, discrete=True, seed=1)
+    got = summarize(sim, strength=None)
+    assert (got["ci_low"] >= 1).all() and (got["ci_high"] <= 5).all()
+    assert (got["ci_low"] <= got["mean"]).all() and (got["mean"] <= got["ci_high"]).all()
+    assert set(got["ci_scale"]) == {"logit"}
+    plain = summarize(sim, strength=None, ranges={"behavior": (None, None)})
+    np.testing.assert_allclose(plain["mean"] - plain["ci_low"], plain["ci_high"] - plain["mean"])
+    assert not np.allclose(plain["ci_low"], got["ci_low"])
+    assert set(plain["ci_scale"]) == {"identity"}
+    ppl = sim.assign(metric="coherence_ppl", value=sim["value"] + 0.2)
+    got = summarize(ppl, strength=None)
+    assert (got["ci_low"] >= 1).all() and set(got["ci_scale"]) == {"log"}
+
+
+def test_fewer_than_six_queries_withholds_intervals() -> None:
+    sim = simulate_crossed(n_queries=3, n_topic=2, n_common=2, n_repeats=1, seed=1)
+    got = summarize(sim, strength=None)
+    assert got["mean"].notna().all() and got[["ci_low", "ci_high"]].isna().all().all()
+    assert got["note"].str.startswith("too few queries: G = 3").all()
+    assert summarize(sim, strength=None, min_queries=3)["ci_low"].notna().all()

@@ -17,6 +17,8 @@ MODULES = [
     "steerstats.stats.reliability",
     "steerstats.stats.dose",
     "steerstats.stats.power",
+    "steerstats.stats.ranges",
+    "steerstats.stats.roles",
 ]
 
 

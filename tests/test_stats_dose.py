@@ -205,3 +205,18 @@ def test_dersimonian_laird_with_one_weight_dwarfing_the_other() -> None:
     out = dose_module._dersimonian_laird(np.array([0.0, 10.0]), np.array([1e-16, 1.0]), 0.95)
     assert out["tau2"] == pytest.approx(float(tau2), rel=1e-12)
     assert out["mean_slope"] == pytest.approx(float(10 * wr2 / (wr1 + wr2)), rel=1e-12)
+
+
+def test_a_metric_that_does_not_vary_between_prompts_has_no_test() -> None:
+    """capability_nll is scored on one fixed text: the same at every prompt of a strength, so
+    prompts are not its sampling unit: SE 0, and no p-value or interval (not p = 0)."""
+    sweep = simulate_crossed({"control": 2.0, "steer": 2.0}, n_queries=4, n_topic=0,
+                             n_common=5, n_repeats=1, strengths=[0.0, 1.0, 2.0], slope=0.5,
+                             seed=2)
+    cap = sweep.copy()
+    cap["metric"] = "capability_nll"
+    cap["value"] = 2.0 + 0.1 * cap["strength"] + 0.01 * cap["query_id"].str[-1].astype(int)
+    dr = dose_response(pd.concat([sweep, cap]), coherence=None)
+    rows = dr.slopes[dr.slopes["metric"] == "capability_nll"]
+    assert (rows["se"] == 0).all() and rows["p"].isna().all() and rows["ci_low"].isna().all()
+    assert rows["anti_steerable"].isna().all()

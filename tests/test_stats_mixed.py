@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
 
 from steerstats.errors import PrerequisiteError
 from steerstats.stats import simulate_crossed
@@ -67,8 +68,11 @@ LME4_EMM = {"estimate": 3.765642721, "se": 0.2375391925, "df": 12.02833427,
             "ci_low": 3.248224465, "ci_high": 4.283060977}
 
 
+ONE_TERM = ("query", "prompt", "query:method")  # the structure of tests/reference/mixed_lme4.R
+
+
 def test_numpy_engine_matches_lme4_lmertest() -> None:
-    fit = mixed_model(_reference_scores(), "behavior", strength=None)
+    fit = mixed_model(_reference_scores(), "behavior", strength=None, random=ONE_TERM)
     assert fit.reml_criterion == pytest.approx(LME4_REML, rel=1e-8)
     vc = fit.variance_components.set_index("group")["variance"]
     for group, ref in LME4_VARCOR.items():
@@ -107,8 +111,87 @@ def test_boundary_fit_matches_lme4() -> None:
     np.testing.assert_allclose(fit.fixed["df"], [7.608141928, 215.836203355], rtol=1e-3)
 
 
+# tests/reference/mixed_design_lme4.R, block 1: two models, so query:model and
+# query:model:method terms (lme4: singular, query:model variance 0).
+LME4_MULTI = {"reml": 1604.603831, "query": 0.25937802277, "prompt": 0.10027969830,
+              "query:model": 0.0, "query:model:method": 0.01934339024,
+              "residual": 0.55509673055}
+LME4_MULTI_CONTRAST = {"estimate": 0.5723035835, "se": 0.1236990459, "df": 29.82994878,
+                       "ci_low": 0.3196160248, "ci_high": 0.8249911423}
+# Block 2: tests/reference/mixed_design_data.csv, control replies reused across queries
+# (same key), so a generation term is added.
+LME4_SHARED = {"reml": 1918.431848, "query": 0.19887883874, "prompt": 0.23214177008,
+               "query:model": 0.05319502381, "query:model:method": 0.27319596252,
+               "generation": 0.64646497807, "residual": 0.29149023947}
+LME4_SHARED_CONTRAST = {"estimate": 1.554992503, "se": 0.3093843906, "df": 38.572129,
+                        "ci_low": 0.9289814845, "ci_high": 2.181003523}
+LME4_SHARED_EMM = {"estimate": 1.853533574, "se": 0.3006670016, "df": 35.55909878}
+
+
+def _shared_scores() -> pd.DataFrame:
+    return pd.read_csv(REF / "mixed_design_data.csv").assign(metric="behavior")
+
+
+@pytest.mark.parametrize(
+    ("scores", "ref", "contrast", "structure"),
+    [
+        (_reference_scores, LME4_MULTI, LME4_MULTI_CONTRAST,
+         "value ~ method * model + (1 | query) + (1 | prompt) + (1 | query:model) "
+         "+ (1 | query:model:method)"),
+        (_shared_scores, LME4_SHARED, LME4_SHARED_CONTRAST,
+         "value ~ method * model + (1 | query) + (1 | prompt) + (1 | query:model) "
+         "+ (1 | query:model:method) + (1 | generation)"),
+    ],
+)
+def test_structure_from_the_design_matches_lme4(scores, ref, contrast, structure) -> None:  # type: ignore[no-untyped-def]
+    fit = mixed_model(scores(), "behavior", strength=None)
+    assert fit.structure == structure
+    assert fit.reml_criterion == pytest.approx(ref["reml"], rel=1e-8)
+    vc = fit.variance_components.set_index("group")
+    assert list(vc.index) == [k for k in ref if k != "reml"]
+    for group, value in ref.items():
+        if group != "reml":
+            assert vc.loc[group, "variance"] == pytest.approx(value, rel=2e-3, abs=1e-6), group
+    # a variance at exactly 0 is a boundary (singular) fit, flagged on the result and the term
+    assert fit.singular == bool(ref["query:model"] == 0.0)
+    assert vc["at_boundary"].tolist() == [bool(v == 0.0) for k, v in ref.items() if k != "reml"]
+    con = fit.contrasts("control").set_index(["model", "method"]).loc[("llama-8b", "steer")]
+    for col, value in contrast.items():
+        assert con[col] == pytest.approx(value, rel=2e-3), col
+
+
+def test_shared_generation_emm_matches_lme4() -> None:
+    emm = mixed_model(_shared_scores(), "behavior", strength=None).emm
+    row = emm.set_index(["model", "method"]).loc[("llama-70b", "control")]
+    for col, value in LME4_SHARED_EMM.items():
+        assert row[col] == pytest.approx(value, rel=2e-3), col
+
+
+@pytest.mark.skipif(not _has_lme4(), reason="Rscript with lme4, lmerTest and jsonlite not found")
+def test_lme4_engine_fits_the_structure_from_the_design() -> None:
+    ours = mixed_model(_shared_scores(), "behavior", strength=None)
+    theirs = mixed_model(_shared_scores(), "behavior", strength=None, engine="lme4")
+    assert theirs.structure == ours.structure
+    assert theirs.reml_criterion == pytest.approx(LME4_SHARED["reml"], rel=1e-9)
+    np.testing.assert_allclose(ours.variance_components["variance"],
+                               theirs.variance_components["variance"], rtol=2e-3)
+
+
+def test_roles_keep_the_callers_names_and_model_none_works() -> None:
+    d = _reference_scores()
+    d = d[d["model"] == "llama-8b"].drop(columns="model").rename(
+        columns={"method": "arm", "query_id": "concept", "prompt_id": "item", "metric": "m"})
+    fit = mixed_model(d, "behavior", model=None, method="arm", metric="m", strength=None,
+                      clusters=("concept", "item"))
+    assert fit.structure == "value ~ method + (1 | query) + (1 | prompt) + (1 | query:method)"
+    assert fit.emm.columns[0] == "arm" and "model" not in fit.emm
+    con = fit.contrasts("control")
+    assert "arm" in con and "model" not in con
+
+
 def test_statsmodels_engine_agrees_with_lme4() -> None:
-    fit = mixed_model(_reference_scores(), "behavior", strength=None, engine="statsmodels")
+    fit = mixed_model(_reference_scores(), "behavior", strength=None, engine="statsmodels",
+                      random=ONE_TERM)
     vc = fit.variance_components.set_index("group")["variance"]
     for group, ref in LME4_VARCOR.items():
         assert vc[group] == pytest.approx(ref, rel=2e-3, abs=1e-4), group
@@ -119,8 +202,8 @@ def test_statsmodels_engine_agrees_with_lme4() -> None:
 @pytest.mark.skipif(not _has_lme4(), reason="Rscript with lme4, lmerTest and jsonlite not found")
 def test_lme4_engine_returns_the_same_tables() -> None:
     scores = _reference_scores()
-    ours = mixed_model(scores, "behavior", strength=None)
-    theirs = mixed_model(scores, "behavior", strength=None, engine="lme4")
+    ours = mixed_model(scores, "behavior", strength=None, random=ONE_TERM)
+    theirs = mixed_model(scores, "behavior", strength=None, engine="lme4", random=ONE_TERM)
     assert theirs.engine == "lme4"
     assert theirs.reml_criterion == pytest.approx(LME4_REML, rel=1e-9)
     pd.testing.assert_frame_equal(ours.fixed[["term"]], theirs.fixed[["term"]])
@@ -204,7 +287,7 @@ def test_contrast_options() -> None:
         (lambda d: d[d["query_id"] == "query-00"], "2 levels of query.*'query_id'"),
         (lambda d: d[d["method"] == "control"], "2 levels of method"),
         (lambda d: d[d["prompt_id"] == "common-00"], "2 levels of prompt"),
-        (lambda d: d.drop(columns="prompt_id"), "'prompt_id' not found; pass prompt="),
+        (lambda d: d.drop(columns="prompt_id"), "'prompt_id' not found; pass clusters="),
         (lambda d: d.assign(value=np.where(d["method"] == "steer", np.nan, d["value"])),
          "no non-missing values for model='model-a', method='steer'"),
         (lambda d: d.assign(strength=np.where(d["method"] == "steer", d["sample"] + 1.0, np.nan)),
@@ -229,3 +312,16 @@ def test_bad_arguments() -> None:
     fit = mixed_model(scores, "behavior", reference="steer")
     assert fit.fixed["term"].tolist() == ["(Intercept)", "method[control]", "method[prompt]"]
 
+
+
+def test_contrast_holm_family_is_model_x_baseline_and_a_pair_is_tested_once() -> None:
+    scores = simulate_crossed(n_queries=6, n_topic=0, n_common=5, n_repeats=1,
+                              model={"a": 0.0, "b": 0.2}, seed=4)
+    fit = mixed_model(scores, "behavior")
+    both = fit.contrasts(["control", "prompt"])
+    assert both[["model", "method", "baseline"]].values.tolist() == [
+        ["a", "prompt", "control"], ["a", "steer", "control"], ["a", "steer", "prompt"],
+        ["b", "prompt", "control"], ["b", "steer", "control"], ["b", "steer", "prompt"]]
+    for _, fam in both.groupby(["model", "baseline"]):
+        ref = multipletests(fam["p"].to_numpy(), method="holm")[1]
+        np.testing.assert_allclose(fam["p_holm"], ref, rtol=1e-12)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fractions import Fraction
+from pathlib import Path
 
 import krippendorff
 import numpy as np
@@ -11,6 +12,8 @@ import pytest
 
 from steerstats.stats import reliability, simulate_crossed
 from steerstats.stats.reliability import _alpha_from_coincidences
+
+REF = Path(__file__).parent / "reference"
 
 
 def _long(matrix: list[list[float]], metric: str = "behavior", rater_is_repeat: bool = False,
@@ -63,10 +66,15 @@ def test_icc_matches_shrout_fleiss() -> None:
     rel = _table(reliability(_long(SF_DATA), n_boot=50))
     for stat, published in SF_PUBLISHED.items():
         assert rel.loc[stat, "estimate"] == pytest.approx(published, abs=0.005), stat
+        # complete data: the REML ICC from all ratings equals the complete-case ANOVA ICC
+        assert rel.loc[stat, "estimate"] == pytest.approx(
+            rel.loc[f"{stat}_complete", "estimate"], rel=1e-6), stat
     for stat in SF_R.index:
         for col in ("estimate", "ci_low", "ci_high"):
-            assert rel.loc[stat, col] == pytest.approx(SF_R.loc[stat, col], rel=1e-9), (stat, col)
-        assert rel.loc[stat, "ci_method"] == "F"
+            assert rel.loc[f"{stat}_complete", col] == pytest.approx(
+                SF_R.loc[stat, col], rel=1e-9), (stat, col)
+        assert rel.loc[f"{stat}_complete", "ci_method"] == "F"
+        stat = f"{stat}_complete"
         assert (rel.loc[stat, "n_targets"], rel.loc[stat, "n_ratings"]) == (6, 24)
         assert rel.loc[stat, "n_occasions"] == 4 and rel.loc[stat, "n_targets_dropped"] == 0
 
@@ -85,7 +93,10 @@ def test_alpha_matches_krippendorff_2011_worked_example() -> None:
     assert rel.loc["alpha_nominal", "n_ratings"] == 40
     assert rel.loc["alpha_nominal", "n_targets_dropped"] == 1
     # ICCs need complete units: units 1, 10, 11, 12 have a missing value.
-    assert rel.loc["ICC1", "n_targets"] == 8 and rel.loc["ICC1", "n_targets_dropped"] == 4
+    assert rel.loc["ICC1_complete", "n_targets"] == 8
+    assert rel.loc["ICC1_complete", "n_targets_dropped"] == 4
+    # ... while the REML ICCs use every rating (all 12 units, 40 + 1 values)
+    assert rel.loc["ICC1", "n_targets"] == 12 and rel.loc["ICC1", "n_ratings"] == 41
     for stat in ("alpha_nominal", "alpha_ordinal", "alpha_interval"):
         row = rel.loc[stat]
         assert row["ci_low"] <= row["estimate"] <= row["ci_high"]
@@ -139,8 +150,10 @@ def test_missing_ratings_are_counted_not_dropped_silently() -> None:
     scores.loc[[0, 4, 5], "value"] = np.nan  # target 0 loses one rating, target 1 two
     rel = _table(reliability(scores, n_boot=50))
     n_targets = scores["key"].nunique()
-    assert rel.loc["ICC2", "n_targets"] == n_targets - 2
-    assert rel.loc["ICC2", "n_targets_dropped"] == 2
+    assert rel.loc["ICC2_complete", "n_targets"] == n_targets - 2
+    assert rel.loc["ICC2_complete", "n_targets_dropped"] == 2
+    assert rel.loc["ICC2", "n_targets"] == n_targets
+    assert rel.loc["ICC2", "n_ratings"] == 3 * n_targets - 3
     assert rel.loc["alpha_ordinal", "n_targets"] == n_targets - 1  # 1 rating left: unpairable
     assert rel.loc["alpha_ordinal", "n_ratings"] == 3 * n_targets - 3 - 1
 
@@ -154,7 +167,7 @@ def test_by_method_and_bootstrap_is_seeded() -> None:
     b = reliability(scores, by="method", n_boot=100, seed=7)
     pd.testing.assert_frame_equal(a, b)
     assert list(a.columns[:3]) == ["method", "metric", "statistic"]
-    assert len(a) == 3 * 2 * 11
+    assert len(a) == 3 * 2 * 17
     assert a["ci_low"].dtype == float and a["ci_high"].dtype == float
     assert set(a["n_targets"]) == {20}
 
@@ -190,3 +203,40 @@ def test_all_ratings_identical_gives_nan_not_a_number() -> None:
     assert np.isnan(rel.loc["ICC1", "estimate"]) and np.isnan(rel.loc["alpha_ordinal", "estimate"])
     assert rel.loc["exact_agreement", "estimate"] == 1.0
 
+
+
+# psych 2.2.9 ICC(x, missing = FALSE, lmer = TRUE) on tests/reference/icc_missing.csv,
+# printed by tests/reference/icc_psych_lmer.R.
+PSYCH_LMER = pd.DataFrame(
+    {"estimate": [0.636307912040, 0.642264017649, 0.675449061341, 0.839967633726,
+                  0.843409239535, 0.861945979059],
+     "ci_low": [0.399403729149, 0.401191711139, 0.448455998800, 0.666114198004,
+                0.667768643753, 0.709241123522],
+     "ci_high": [0.819035408518, 0.823364260807, 0.841850141549, 0.931402678687,
+                 0.933262615432, 0.941070223286]},
+    index=["ICC1", "ICC2", "ICC3", "ICC1k", "ICC2k", "ICC3k"],
+)
+
+
+def test_icc_from_all_ratings_matches_psych_lmer() -> None:
+    wide = pd.read_csv(REF / "icc_missing.csv").to_numpy()
+    rel = _table(reliability(_long(wide.tolist()), n_boot=50))
+    for stat in PSYCH_LMER.index:
+        for col in ("estimate", "ci_low", "ci_high"):
+            # lme4's bobyqa and our optimiser agree to ~1e-6 in the variance components
+            assert rel.loc[stat, col] == pytest.approx(PSYCH_LMER.loc[stat, col], rel=2e-5), (
+                stat, col)
+    assert rel.loc["ICC1", "n_targets"] == 20 and rel.loc["ICC1", "n_ratings"] == 52
+    assert rel.loc["ICC1_complete", "n_targets"] < 20
+
+
+def test_continuous_scores_skip_categorical_statistics_and_estimates_lie_in_their_intervals(
+) -> None:
+    scores = simulate_crossed(n_queries=6, n_topic=0, n_common=8, n_repeats=3, seed=3)
+    rel = _table(reliability(scores, n_boot=300, seed=1))
+    for stat in ("alpha_nominal", "alpha_ordinal", "exact_agreement"):
+        assert np.isnan(rel.loc[stat, "estimate"]) and np.isnan(rel.loc[stat, "ci_low"])
+        assert rel.loc[stat, "note"].startswith("not computed: scores are not integers")
+    done = rel[rel["estimate"].notna()]
+    assert len(done) == 17 - 3
+    assert ((done["ci_low"] <= done["estimate"]) & (done["estimate"] <= done["ci_high"])).all()

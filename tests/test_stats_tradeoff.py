@@ -36,23 +36,38 @@ def test_gains_equal_paired_contrasts_with_the_same_replicates(
 ) -> None:
     con = paired_contrasts(scores, "control", n_boot=400, seed=5)
     con = con.set_index(["model", "method", "strength", "metric"])
+    # The headline accuracy loss counts an unparsed answer as not correct (0).
+    acc = scores["metric"] == "accuracy"
+    zeroed = scores.assign(value=scores["value"].where(~acc, scores["value"].fillna(0.0)))
+    con0 = paired_contrasts(zeroed, "control", n_boot=400, seed=5)
+    con0 = con0.set_index(["model", "method", "strength", "metric"])
+    unparsed = scores[acc].assign(value=scores.loc[acc, "value"].isna().astype(float))
+    con_u = paired_contrasts(unparsed, "control", n_boot=400, seed=5)
+    con_u = con_u.set_index(["model", "method", "strength", "metric"])
     t = table.set_index(["model", "method", "strength"])
-    for metric, label, sign in (("behavior", "behavior_gain", 1), ("coherence", "coherence_loss",
-                                -1), ("accuracy", "accuracy_loss", -1)):
-        c = con.xs(metric, level="metric").loc[t.index]
+    for metric, label, sign, ref in (
+        ("behavior", "behavior_gain", 1, con), ("coherence", "coherence_loss", -1, con),
+        ("accuracy", "accuracy_loss", -1, con0), ("accuracy", "accuracy_loss_parsed", -1, con),
+        ("accuracy", "unparsed_rate_diff", 1, con_u),
+    ):
+        c = ref.xs(metric, level="metric").loc[t.index]
         np.testing.assert_allclose(t[label], sign * c["diff"], rtol=1e-12)
         lo, hi = (c["ci_low"], c["ci_high"]) if sign > 0 else (-c["ci_high"], -c["ci_low"])
         np.testing.assert_allclose(t[f"{label}_ci_low"], lo, rtol=1e-12)
         np.testing.assert_allclose(t[f"{label}_ci_high"], hi, rtol=1e-12)
-        assert t[f"n_pairs_{metric}"].tolist() == c["n_pairs"].tolist()
+        if label in ("behavior_gain", "coherence_loss", "accuracy_loss"):
+            assert t[f"n_pairs_{metric}"].tolist() == c["n_pairs"].tolist()
 
 
 def test_good_trade_probability_from_joint_replicates(
     scores: pd.DataFrame, table: pd.DataFrame
 ) -> None:
-    """Recompute from one joint bootstrap of all pair differences (independent bookkeeping)."""
+    """Recompute from one joint bootstrap of all pair differences (independent bookkeeping);
+    accuracy with unparsed answers counted as not correct, as the headline is."""
+    acc = scores["metric"] == "accuracy"
+    zeroed = scores.assign(value=scores["value"].where(~acc, scores["value"].fillna(0.0)))
     paired = paired_cells(
-        scores, "control", model="model", method="method", strength="strength",
+        zeroed, "control", model="model", method="method", strength="strength",
         metric="metric", value="value", clusters=("query_id", "prompt_id"), sample="sample",
     )
     res = cluster_bootstrap(paired.pairs, "diff", groups=paired.contrast_cols, n_boot=400, seed=5)

@@ -26,14 +26,18 @@ TABLES: dict[str, str] = {
     "design": "what was collected per model x method x prompt set (describe.design_table)",
     "judging": "judgings per response and missing ratings per metric x rater",
     "parse_failures": "unparsed ratings per model x method x metric, with reasons",
-    "summary": "means with two-way cluster-bootstrap CIs (stats.summarize)",
-    "contrasts": "paired contrasts against control and against prompt (stats.paired_contrasts)",
+    "summary": "means with two-way cluster-robust CIs inside each metric's range, 'too few "
+    "queries' notes (stats.summarize)",
+    "contrasts": "paired contrasts against control and against prompt, Holm per model x metric x "
+    "baseline, auxiliary metrics flagged, 'too few queries' notes (stats.paired_contrasts)",
     "accuracy": "MMLU accuracy by GEE and bootstrap, and the unparsed rate (stats.accuracy_model)",
     "tradeoff": "behaviour gain vs coherence and accuracy loss, Pareto front (stats.tradeoff)",
-    "variance_components": "per metric: query, prompt, query:method and residual variance "
-    "(stats.mixed_model)",
+    "variance_components": "per metric: variance of each random term (query, prompt, query x "
+    "method within model, shared generation) and residual, the structure fitted and whether the "
+    "fit is singular (stats.mixed_model)",
     "emm": "per metric: mixed-model marginal means per model x method",
-    "mixed_contrasts": "per metric: mixed-model contrasts against each baseline, Holm-adjusted",
+    "mixed_contrasts": "per metric: mixed-model contrasts against each baseline, Holm per model x "
+    "metric x baseline, singular fits flagged",
     "reliability": "judge reliability per metric, overall (method empty) and per method "
     "(stats.reliability)",
     "dose_curves": "means per strength for methods run at several strengths (from summary)",
@@ -118,10 +122,8 @@ def analyze(
     run("summary", lambda: stats.summarize(scores, n_boot=n_boot, seed=seed), None)
     run(
         "contrasts",
-        lambda: pd.concat(
-            [stats.paired_contrasts(scores, b, n_boot=n_boot, seed=seed) for b in present],
-            ignore_index=True,
-        ),
+        # One call: Holm families are model x metric x baseline and a pair is tested once.
+        lambda: stats.paired_contrasts(scores, present, n_boot=n_boot, seed=seed),
         None
         if present and len(methods) > 1
         else f"no baseline method ({', '.join(baselines)}) alongside another method",
@@ -213,10 +215,14 @@ def _mixed(
         except (RuntimeError, ValueError, np.linalg.LinAlgError) as exc:
             failures.append(f"{metric}: {exc}")
             continue
-        vcs.append(fit.variance_components.assign(metric=metric))
-        emms.append(fit.emm.assign(metric=metric))
-        # Holm within each metric x baseline family, as mixed_model's contrasts() does.
-        cons.extend(fit.contrasts(b).assign(metric=metric) for b in baselines)
+        flags = {"metric": metric, "singular": fit.singular}
+        vcs.append(fit.variance_components.assign(**flags, structure=fit.structure))
+        emms.append(fit.emm.assign(**flags))
+        # Holm within each model x metric x baseline family, a pair tested once: the same
+        # families as the paired contrasts.
+        if baselines:
+            cons.append(fit.contrasts(list(baselines)).assign(
+                **flags, auxiliary=stats.is_auxiliary(metric, list(metrics))))
     out: dict[str, pd.DataFrame] = {}
     for name, parts in (("variance_components", vcs), ("emm", emms), ("mixed_contrasts", cons)):
         if parts:

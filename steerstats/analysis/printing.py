@@ -23,7 +23,7 @@ def print_tables(tables: dict[str, pd.DataFrame], console: Console | None = None
     console = console or Console()
     summary = tables.get("summary")
     if summary is not None and len(summary):
-        t = Table(title="Means (95% CI, two-way cluster bootstrap)")
+        t = Table(title="Means (95% CI, two-way cluster-robust, inside the metric's range)")
         for c in ("model", "method", "metric", "n", "mean [95% CI]"):
             t.add_column(c, justify="right" if c == "n" else "left")
         for _, r in summary.iterrows():
@@ -32,7 +32,7 @@ def print_tables(tables: dict[str, pd.DataFrame], console: Console | None = None
         console.print(t)
     contrasts = tables.get("contrasts")
     if contrasts is not None and len(contrasts):
-        t = Table(title="Paired contrasts (Holm-adjusted)")
+        t = Table(title="Paired contrasts (Holm per model x metric x baseline)")
         for c in ("model", "metric", "method", "baseline", "diff [95% CI]", "p_holm", "dz"):
             t.add_column(c)
         for _, r in contrasts.iterrows():
@@ -58,7 +58,25 @@ def print_tables(tables: dict[str, pd.DataFrame], console: Console | None = None
                 "yes" if bool(r["pareto"]) else "no", fmt.num(r["p_good_trade"]),
             )
         console.print(t)
+    _print_notes(tables, console)
     skipped = tables.get("skipped")
     if skipped is not None and len(skipped):
         for _, r in skipped.iterrows():
             console.print(f"[yellow]skipped[/yellow] {r['analysis']}: {r['reason']}")
+
+
+def _print_notes(tables: dict[str, pd.DataFrame], console: Console) -> None:
+    """Withheld inference (too few queries) and singular mixed-model fits, once each."""
+    notes = set()
+    for name in ("summary", "contrasts"):
+        table = tables.get(name)
+        if table is not None and "note" in table:
+            notes |= {n for n in table["note"].dropna().astype(str) if n}
+    for n in sorted(notes):
+        console.print(f"[yellow]note[/yellow] {n}")
+    vc = tables.get("variance_components")
+    if vc is not None and "singular" in vc:
+        singular = sorted(vc.loc[vc["singular"].astype(bool), "metric"].astype(str).unique())
+        if singular:
+            console.print(f"[yellow]note[/yellow] singular mixed-model fit (a variance at 0) for "
+                          f"{', '.join(singular)}: read its df and SEs with care")

@@ -50,3 +50,13 @@ __all__ += _power_all
 from ._data import numeric_values, require_columns  # noqa: E402
 
 __all__ += ["numeric_values", "require_columns"]
+
+from .ranges import *  # noqa: F403, E402
+from .ranges import __all__ as _ranges_all  # noqa: E402
+
+__all__ += _ranges_all
+
+from .roles import *  # noqa: F403, E402
+from .roles import __all__ as _roles_all  # noqa: E402
+
+__all__ += _roles_all

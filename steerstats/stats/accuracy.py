@@ -97,7 +97,12 @@ def accuracy_model(
     the two packages estimate the working correlation by different equations. A group whose
     parsed answers are all correct or all wrong has no finite logit: its GEE row reports the
     observed proportion with NaN limits (a warning says so) and it is left out of the fit.
-    Convergence failures raise ``RuntimeError``.
+    Convergence failures raise ``RuntimeError``. Two caveats: with an exchangeable working
+    correlation the GEE estimate is a cluster-weighted accuracy (questions with more parsed
+    answers weigh differently), not exactly the plain proportion; and it clusters by question
+    only, so its interval ignores between-query variation and is narrower than the two-way
+    bootstrap's. Read the ``bootstrap`` rows for inference that generalises to new queries;
+    the GEE rows are a model-based check.
 
     **Bootstrap.** Both outcomes also get the two-way (query x question) cluster bootstrap of
     :func:`steerstats.stats.summarize`, which accounts for queries as well as questions. Its

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -34,17 +35,19 @@ from ._data import (
     require_columns,
     response_level,
 )
+from .ranges import MIN_QUERIES, Range, bounded_interval, metric_range, too_few_note
 
 __all__ = [
     "BootstrapResult",
     "cluster_bootstrap",
     "cluster_weights",
+    "multiway_variance",
     "replicate_sums",
     "summarize",
 ]
 
-CIMethod = Literal["t", "expanded", "percentile"]
-CI_METHODS: tuple[str, ...] = ("t", "expanded", "percentile")
+CIMethod = Literal["twoway", "t", "expanded", "percentile"]
+CI_METHODS: tuple[str, ...] = ("twoway", "t", "expanded", "percentile")
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
 
@@ -216,6 +219,10 @@ class BootstrapResult:
         Shape ``(n_groups, n_factors)``: distinct levels of each cluster factor in each group.
     clusters : tuple of str
         The cluster factors, in the column order of ``n_clusters``.
+    twoway_var : numpy.ndarray
+        Shape ``(n_groups,)``: the multi-way cluster-robust (moment) variance of each mean,
+        see :func:`multiway_variance`; NaN where a factor has fewer than two levels (``None``:
+        not computed, and the bootstrap SE stands in).
     """
 
     groups: pd.DataFrame
@@ -224,6 +231,7 @@ class BootstrapResult:
     n_obs: IntArray
     n_clusters: IntArray
     clusters: tuple[str, ...]
+    twoway_var: FloatArray | None = None
 
     @property
     def df(self) -> FloatArray:
@@ -234,13 +242,17 @@ class BootstrapResult:
         g = self.n_clusters.min(axis=1).astype(float) if self.n_clusters.size else np.array([])
         return np.where(g >= 2, g - 1.0, np.nan)
 
-    def se(self, *, corrected: bool = True) -> FloatArray:
-        """Bootstrap standard error per group (SD of the finite replicates).
+    def se(self, *, corrected: bool = True, method: CIMethod = "twoway") -> FloatArray:
+        """Standard error per group: the two-way moment SE (default), or the bootstrap SE.
 
-        With ``corrected`` (default) it is multiplied by ``sqrt(G / (G - 1))``, ``G`` being the
-        smallest cluster count of the group, undoing the plug-in (divide-by-``G``) variance of
-        resampling few clusters; NaN where ``G < 2``.
+        ``method="twoway"``: ``sqrt(twoway_var)`` (small-sample factors included). Otherwise the
+        SD of the finite replicates; with ``corrected`` (default) multiplied by
+        ``sqrt(G / (G - 1))``, ``G`` being the smallest cluster count of the group, undoing the
+        plug-in (divide-by-``G``) variance of resampling few clusters; NaN where ``G < 2``.
         """
+        if method == "twoway" and self.twoway_var is not None:
+            se = np.sqrt(self.twoway_var)
+            return np.asarray(np.where(np.isfinite(self.df), se, np.nan), dtype=np.float64)
         finite = np.isfinite(self.replicates)
         n_ok = finite.sum(axis=0)
         with warnings.catch_warnings():
@@ -253,7 +265,7 @@ class BootstrapResult:
         return np.asarray(sd * np.sqrt((df + 1.0) / df), dtype=np.float64)
 
     def interval(
-        self, confidence: float = 0.95, method: CIMethod = "t"
+        self, confidence: float = 0.95, method: CIMethod = "twoway"
     ) -> tuple[FloatArray, FloatArray]:
         """Lower and upper confidence limits per group (see :func:`summarize`, Notes)."""
         check_bootstrap_args(2, confidence, method)
@@ -263,8 +275,9 @@ class BootstrapResult:
         high = np.full(n_groups, np.nan)
         df = self.df
         usable = np.isfinite(df) & np.isfinite(self.estimate)
-        if method == "t":
-            half = sps.t.ppf(1.0 - alpha / 2.0, np.where(usable, df, 1.0)) * self.se()
+        if method in ("t", "twoway"):
+            se = self.se(method=method)
+            half = sps.t.ppf(1.0 - alpha / 2.0, np.where(usable, df, 1.0)) * se
             low = np.where(usable, self.estimate - half, np.nan)
             high = np.where(usable, self.estimate + half, np.nan)
             return low, high
@@ -290,12 +303,16 @@ class BootstrapResult:
             low[cols], high[cols] = q[0], q[1]
         return low, high
 
-    def t_test(self, null: float = 0.0) -> tuple[FloatArray, FloatArray]:
-        """t statistic ``(estimate - null) / se()`` and two-sided p-value on ``df`` per group.
+    def t_test(
+        self, null: float = 0.0, method: CIMethod = "twoway"
+    ) -> tuple[FloatArray, FloatArray]:
+        """t statistic ``(estimate - null) / se`` and two-sided p-value on ``df`` per group.
 
-        A zero standard error gives p = 1 when the estimate equals ``null``, else p = 0.
+        ``se`` is the two-way moment SE for ``method="twoway"`` (default), else the corrected
+        bootstrap SE. A zero standard error gives p = 1 when the estimate equals ``null``,
+        else p = 0.
         """
-        se = self.se()
+        se = self.se(method="twoway" if method == "twoway" else "t")
         diff = self.estimate - null
         df = self.df
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -390,6 +407,7 @@ def cluster_bootstrap(
         other = tuple(j + 1 for j in range(len(names)) if j != i)
         per_level = counts.sum(axis=other) if other else counts
         n_clusters[:, i] = (per_level > 0).sum(axis=1)
+    twoway_var = multiway_variance(cells, estimate)
     weights = cluster_weights(n_levels, n_boot, seed)
     sums = replicate_sums(cells, weights)
     replicates = _ratio(sums[..., 0], sums[..., 1])
@@ -410,7 +428,61 @@ def cluster_bootstrap(
         n_obs=totals[:, 1].astype(np.intp),
         n_clusters=n_clusters,
         clusters=names,
+        twoway_var=twoway_var,
     )
+
+
+def multiway_variance(cells: FloatArray, estimate: FloatArray) -> FloatArray:
+    """Multi-way cluster-robust variance of each group's mean, from per-cell sums and counts.
+
+    Parameters
+    ----------
+    cells : numpy.ndarray
+        Shape ``(n_groups, L_1, ..., L_f, 2)``: per group and combination of cluster levels,
+        the sum of the values and the number of observations.
+    estimate : numpy.ndarray
+        Shape ``(n_groups,)``: each group's mean (sum over count).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``(n_groups,)``. For every non-empty set ``S`` of cluster factors, ``V_S`` is the
+        cluster-robust variance of the mean with clusters the combinations of the levels of
+        ``S``: ``c_S * sum_c (sum_{i in c} (y_i - mean))^2 / N^2`` with the small-sample factor
+        ``c_S = G_S / (G_S - 1)`` (``G_S`` non-empty clusters). The result is the
+        inclusion-exclusion sum ``V = sum_S (-1)^(|S|+1) V_S`` (for queries and prompts:
+        ``V_query + V_prompt - V_query x prompt``), which counts each variance component once,
+        where resampling both factors counts the residual three times (Owen 2007). If that sum
+        is not positive, the largest one-way ``V_S`` is used. For prompts nested in queries
+        ``V_prompt = V_query x prompt`` and ``V`` is the one-way query variance: the
+        query-level t's.
+
+    References
+    ----------
+    Cameron, A. C., Gelbach, J. B. & Miller, D. L. (2011). Robust inference with multiway
+    clustering. Journal of Business & Economic Statistics 29(2), 238-249.
+    """
+    n_groups = cells.shape[0]
+    n_factors = cells.ndim - 2
+    counts = cells[..., 1]
+    n = counts.reshape(n_groups, -1).sum(axis=1)
+    est = np.nan_to_num(estimate)
+    resid = cells[..., 0] - est.reshape((n_groups,) + (1,) * n_factors) * counts
+    total = np.zeros(n_groups)
+    one_way = np.zeros(n_groups)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for r in range(1, n_factors + 1):
+            for subset in itertools.combinations(range(n_factors), r):
+                other = tuple(j + 1 for j in range(n_factors) if j not in subset)
+                rs = resid.sum(axis=other) if other else resid
+                cs = counts.sum(axis=other) if other else counts
+                g = (cs > 0).reshape(n_groups, -1).sum(axis=1).astype(float)
+                v = (rs**2).reshape(n_groups, -1).sum(axis=1) / n**2 * g / (g - 1.0)
+                total += (-1.0) ** (r + 1) * v
+                if r == 1:
+                    one_way = np.fmax(one_way, v)
+        out = np.where(total > 0, total, one_way)
+    return np.asarray(np.where(np.isfinite(estimate) & (n > 0), out, np.nan), dtype=np.float64)
 
 
 def warn_few_clusters(result: BootstrapResult, stacklevel: int = 3) -> None:
@@ -447,10 +519,12 @@ def summarize(
     sample: str | None = "sample",
     n_boot: int = 2000,
     confidence: float = 0.95,
-    ci_method: CIMethod = "t",
+    ci_method: CIMethod = "twoway",
     seed: int | None = 0,
+    ranges: Mapping[str, Range] | None = None,
+    min_queries: int = MIN_QUERIES,
 ) -> pd.DataFrame:
-    """Mean of every metric per model and method, with a two-way cluster bootstrap CI.
+    """Mean of every metric per model and method, with a two-way cluster-robust CI.
 
     Ratings of the same response (judge repeats, and several raters if present) are averaged
     first, so each response counts once; unparsed ratings (NaN) are left out and counted.
@@ -474,10 +548,15 @@ def summarize(
         Bootstrap replicates (default 2000).
     confidence : float
         Confidence level of the interval.
-    ci_method : {"t", "expanded", "percentile"}
-        How replicates become an interval (see Notes); ``"t"`` is the default.
+    ci_method : {"twoway", "t", "expanded", "percentile"}
+        The interval (see Notes); ``"twoway"`` is the default.
     seed : int or None
         Seed of the bootstrap (default 0: reproducible).
+    ranges : mapping of str to (low, high), optional
+        Declared range per metric name (``None`` for an open end); default
+        :data:`steerstats.stats.METRIC_RANGES` and the suffix rules of ``metric_range``.
+    min_queries : int
+        Fewest queries for which intervals are computed (default 6).
 
     Returns
     -------
@@ -488,9 +567,12 @@ def summarize(
         - ``n``: responses with at least one parsed rating (the units averaged)
         - ``n_missing``: ratings that are NaN (unparsed), excluded from the mean
         - ``mean``: mean over responses of the per-response mean rating
-        - ``ci_low``, ``ci_high``: confidence limits (NaN when ``n`` is 0, or when the group has
+        - ``n_queries``: queries (levels of the first cluster factor) in the group
+        - ``ci_low``, ``ci_high``: confidence limits (NaN when ``n`` is 0, when the group has
           a single query or a single prompt: between-cluster variation is then not estimable,
-          and a warning says so)
+          and a warning says so, or with fewer than ``min_queries`` queries, see ``note``)
+        - ``ci_scale``: ``"logit"``, ``"log"`` or ``"identity"``: where the interval was built
+        - ``note``: why inference is withheld (``"too few queries: G = 3 ..."``), else empty
 
     Notes
     -----
@@ -501,32 +583,41 @@ def summarize(
     that also covers prompts nested in a query (Owen & Eckles 2012). It is conservative for
     the variance of a crossed mean (see below). All groups share the replicate weights.
 
-    **Small-sample correction (default ``ci_method="t"``).** With few clusters ``G`` (here
-    usually 14 queries) a plain percentile interval is too narrow for two reasons: the bootstrap
-    variance of a mean of ``G`` clusters uses the divisor ``G`` rather than ``G - 1``, and the
-    normal quantile ignores the uncertainty of a variance estimated from ``G`` clusters. The
-    default therefore uses the bootstrap standard error times ``sqrt(G / (G - 1))`` with a
-    Student ``t`` quantile on ``G - 1`` degrees of freedom:
-    ``mean +/- t_{G-1, 1-alpha/2} * sqrt(G/(G-1)) * SD(replicates)``, where ``G`` is the smallest
-    number of clusters (queries or prompts) in the group: the rule recommended for few clusters
-    by Cameron, Gelbach & Miller (2008) and Cameron & Miller (2015, Sections VI.C-D). The
-    interval is symmetric, and for a mean near the end of a scale it can reach past it.
-    ``"expanded"`` is Hesterberg's (2015) expanded percentile interval, the same correction in
-    percentile form: quantiles at ``Phi(-sqrt(G/(G-1)) * t_{G-1, 1-alpha/2})`` and its
-    complement; it stays within the range of the replicates but needs many replicates when
-    ``G`` is small. ``"percentile"`` is the plain, uncorrected percentile interval.
+    **Default interval (``ci_method="twoway"``).** ``mean +/- t_{G-1} * SE`` with the two-way
+    cluster-robust moment variance ``V_query + V_prompt - V_query x prompt``
+    (:func:`multiway_variance`; Cameron, Gelbach & Miller 2011), each term with its
+    ``G/(G-1)`` factor, on ``G - 1`` degrees of freedom, ``G`` the number of queries (the
+    smallest cluster count). It counts each variance component once, where the pigeonhole
+    bootstrap counts the residual about three times (Owen 2007); with prompts nested in
+    queries it is exactly the query-level t on per-query means. It needs no resampling, so it
+    does not depend on ``seed``. ``"t"`` is the previous default: the pigeonhole bootstrap SE
+    times ``sqrt(G/(G-1))`` on ``G - 1`` df (Cameron, Gelbach & Miller 2008), conservative;
+    ``"expanded"`` is Hesterberg's (2015) expanded percentile interval and ``"percentile"``
+    the plain one, both from the replicates.
 
-    **Measured coverage** (``benchmarks/coverage.py``: 14 queries, 10 nested + 20 shared prompts
-    per query, 3 judge repeats, 1,000 simulated data sets, Monte-Carlo SE about 0.004-0.005;
-    results in ``benchmarks/results/coverage.json``). Where between-query variation dominates,
-    nominal 0.95 intervals for method means cover 0.963 by default, 0.934 with the plain
-    percentile and 0.25 with row-level intervals; for paired differences 0.968, 0.945 and 0.35.
-    Where prompt and response noise dominate (300 data sets) the default is conservative
-    (0.986 means, 0.997 differences): the pigeonhole bootstrap counts the residual (query x
-    prompt) variance about three times over, since a product of two independent weights of
-    variance 1 has variance 3 (Owen 2007); that matters with much noise and few prompts per
-    query, and the correction adds to it. Intervals err on the wide side rather than the
-    narrow one.
+    **The metric's range.** With ``"twoway"`` or ``"t"``, the interval of a mean whose metric
+    has a declared range (:func:`steerstats.stats.metric_range`: rubric scores 1-5, accuracy
+    0-1, perplexity >= 1, ``*_nll`` >= 0; ``ranges=`` declares others) is computed on the logit
+    scale of ``(m - low) / (high - low)`` (two ends) or the log of the distance to the bound
+    (one end), the SE carried by the delta method, and mapped back
+    (:func:`steerstats.stats.bounded_interval`): it never leaves the range. ``ci_scale`` says
+    which scale was used. If the data hold values outside the declared range, a warning says so
+    and that metric's interval stays on the identity scale.
+
+    **Too few queries.** With fewer than ``min_queries`` (default 6) queries in a group, the
+    interval is withheld (NaN) and ``note`` says ``"too few queries: G = 3 ..."``: an audit
+    found 34-98% of such intervals leaving the metric's range. Pass ``min_queries=2`` to
+    compute them anyway; :func:`steerstats.stats.mde` tells how many queries a design needs.
+
+    **Measured coverage** (``benchmarks/coverage.py``, results in
+    ``benchmarks/results/coverage.json``; 200 data sets per design, Monte-Carlo SE
+    0.005-0.013): on designs like the study's own (nested + shared prompts, several models,
+    reused control replies, heteroscedastic query x method effects, 10% missing, 1-5 scores;
+    G = 14 and 6), nominal 0.95 intervals for means cover 0.930-0.970 and for paired
+    differences 0.938-0.960 (the previous pigeonhole default: 0.948-0.980 and 0.956-0.995).
+    They are 0.99-1.02x the width of the query-level t where that t is valid (covers >= 0.93);
+    where it is not (control replies reused across queries, shared-prompt noise: it covers
+    0.82-0.93) they are up to 1.29x as wide and cover 0.930-0.962.
 
     **Unparsed ratings** are never scored as a number: they are left out of ``mean`` and
     counted in ``n_missing``; a response all of whose ratings are unparsed is not in ``n``.
@@ -542,6 +633,9 @@ def summarize(
     References
     ----------
     Owen, A. B. (2007). The pigeonhole bootstrap. Annals of Applied Statistics 1(2), 386-411.
+
+    Cameron, A. C., Gelbach, J. B. & Miller, D. L. (2011). Robust inference with multiway
+    clustering. Journal of Business & Economic Statistics 29(2), 238-249.
 
     Owen, A. B. & Eckles, D. (2012). Bootstrapping data arrays of arbitrary order. Annals of
     Applied Statistics 6(3), 895-927.
@@ -560,19 +654,21 @@ def summarize(
     >>> from steerstats.stats import example_scores, summarize
     >>> scores = example_scores(seed=0)
     >>> table = summarize(scores, strength=None, n_boot=1000, seed=1)
-    >>> table.columns.tolist()
-    ['model', 'method', 'metric', 'n', 'n_missing', 'mean', 'ci_low', 'ci_high']
-    >>> print(table[table["model"] == "model-a"].round(2).to_string(index=False))
-      model  method    metric  n  n_missing  mean  ci_low  ci_high
-    model-a control  accuracy 47          1  0.70    0.37     1.03
-    model-a control  behavior 42          3  1.56    0.87     2.25
-    model-a control coherence 42          2  4.51    4.02     5.00
-    model-a  prompt  accuracy 47          1  0.57    0.23     0.92
-    model-a  prompt  behavior 42          4  2.87    1.79     3.94
-    model-a  prompt coherence 42          2  4.21    3.56     4.86
-    model-a   steer  accuracy 43          5  0.44    0.04     0.84
-    model-a   steer  behavior 42          2  3.07    2.05     4.09
-    model-a   steer coherence 42          3  3.73    3.03     4.42
+    >>> table.columns.tolist()  # doctest: +NORMALIZE_WHITESPACE
+    ['model', 'method', 'metric', 'n', 'n_missing', 'n_queries', 'mean', 'ci_low', 'ci_high',
+     'ci_scale', 'note']
+    >>> cols = ["model", "method", "metric", "n", "mean", "ci_low", "ci_high", "ci_scale"]
+    >>> print(table.loc[table["model"] == "model-a", cols].round(2).to_string(index=False))
+      model  method    metric  n  mean  ci_low  ci_high ci_scale
+    model-a control  accuracy 47  0.70    0.47     0.86    logit
+    model-a control  behavior 42  1.56    1.20     2.34    logit
+    model-a control coherence 42  4.51    4.11     4.75    logit
+    model-a  prompt  accuracy 47  0.57    0.40     0.74    logit
+    model-a  prompt  behavior 42  2.87    2.00     3.79    logit
+    model-a  prompt coherence 42  4.21    3.68     4.57    logit
+    model-a   steer  accuracy 43  0.44    0.22     0.69    logit
+    model-a   steer  behavior 42  3.07    2.27     3.85    logit
+    model-a   steer coherence 42  3.73    3.19     4.16    logit
 
     The example has 6 queries, so ``G - 1 = 5`` degrees of freedom and wide intervals.
     """
@@ -595,10 +691,48 @@ def summarize(
         codes, weights=responses["n_missing"].to_numpy(float), minlength=len(result.groups)
     )
     low, high = result.interval(confidence, ci_method)
+    scale = np.full(len(result.groups), "identity", dtype=object)
+    if metric is not None and ci_method in ("twoway", "t"):
+        vals = responses[value].to_numpy(float)
+        finite = np.isfinite(vals)
+        lo_obs = pd.Series(vals[finite]).groupby(codes[finite]).min()
+        hi_obs = pd.Series(vals[finite]).groupby(codes[finite]).max()
+        lo_obs = lo_obs.reindex(range(len(result.groups))).to_numpy()
+        hi_obs = hi_obs.reindex(range(len(result.groups))).to_numpy()
+        se = result.se(method=ci_method)
+        names_col = result.groups[metric].astype(str).to_numpy()
+        for name in pd.unique(names_col):
+            bound_lo, bound_hi = metric_range(name, ranges)
+            if bound_lo is None and bound_hi is None:
+                continue
+            sel = names_col == name
+            outside = sel & ((lo_obs < (bound_lo if bound_lo is not None else -np.inf))
+                             | (hi_obs > (bound_hi if bound_hi is not None else np.inf)))
+            if outside.any():
+                warnings.warn(
+                    f"metric {name!r} has values outside its declared range "
+                    f"[{bound_lo}, {bound_hi}]; its intervals are not range-respecting: pass "
+                    f"ranges={{{name!r}: (low, high)}} with the metric's true range",
+                    RuntimeWarning, stacklevel=2,
+                )
+                sel &= ~outside
+            if not sel.any():
+                continue
+            lo_i, hi_i = bounded_interval(result.estimate[sel], se[sel], result.df[sel],
+                                          confidence, bound_lo, bound_hi)
+            low[sel], high[sel] = lo_i, hi_i
+            scale[sel] = "logit" if bound_lo is not None and bound_hi is not None else "log"
+    n_queries = result.n_clusters[:, 0]
+    note = too_few_note(n_queries, min_queries)
+    few = note != ""
+    low[few], high[few] = np.nan, np.nan
     out = result.groups.copy()
     out["n"] = result.n_obs.astype(np.int64)
     out["n_missing"] = n_missing.astype(np.int64)
+    out["n_queries"] = n_queries.astype(np.int64)
     out["mean"] = result.estimate
     out["ci_low"] = low
     out["ci_high"] = high
+    out["ci_scale"] = scale
+    out["note"] = note
     return out.reset_index(drop=True)

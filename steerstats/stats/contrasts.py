@@ -15,8 +15,52 @@ from .bootstrap import (
     cluster_bootstrap,
     warn_few_clusters,
 )
+from .ranges import MIN_QUERIES, too_few_note
 
-__all__ = ["paired_contrasts"]
+__all__ = ["holm_by_family", "is_auxiliary", "paired_contrasts"]
+
+# Metrics that restate another metric (the local judge's argmax score beside its expected
+# score; a mean token loss beside its perplexity): reported, but each in a Holm family of its
+# own and flagged ``auxiliary`` so a report keeps them out of the headline.
+AUXILIARY_SUFFIXES = ("_argmax",)
+TWIN_SUFFIXES = {"_nll": "_ppl"}
+
+
+def is_auxiliary(name: str, present: Sequence[str] = ()) -> bool:
+    """True for an auxiliary metric: ``*_argmax``, or ``*_nll`` whose ``*_ppl`` twin is present.
+
+    Examples
+    --------
+    >>> from steerstats.stats import is_auxiliary
+    >>> is_auxiliary("behavior_argmax"), is_auxiliary("coherence_nll", ["coherence_ppl"])
+    (True, True)
+    >>> is_auxiliary("capability_nll", ["coherence_ppl"]), is_auxiliary("behavior")
+    (False, False)
+    """
+    if name.endswith(AUXILIARY_SUFFIXES):
+        return True
+    for suffix, twin in TWIN_SUFFIXES.items():
+        if name.endswith(suffix) and name[: -len(suffix)] + twin in set(present):
+            return True
+    return False
+
+
+def holm_by_family(table: pd.DataFrame, family: Sequence[str], p: str = "p") -> np.ndarray:
+    """Holm-adjusted ``p`` within each family (rows sharing the ``family`` columns).
+
+    The family is one model x metric x baseline: the arms (and strengths) compared with that
+    baseline. It does not depend on what else is in the table, so a contrast's ``p_holm`` is
+    the same whichever other models or metrics are analysed with it. NaN p-values (withheld or
+    not estimable) are left out of their family and stay NaN.
+    """
+    out = np.full(len(table), np.nan)
+    pv = table[p].to_numpy(dtype=float)
+    codes, _ = group_index(table, list(family))
+    for g in np.unique(codes):
+        rows = np.flatnonzero((codes == g) & np.isfinite(pv))
+        if len(rows):
+            out[rows] = _holm(pv[rows])
+    return out
 
 
 @dataclass(frozen=True)
@@ -100,7 +144,7 @@ def paired_cells(
 
 def paired_contrasts(
     scores: pd.DataFrame,
-    baseline: str = "control",
+    baseline: str | Sequence[str] = "control",
     *,
     model: str | None = "model",
     method: str = "method",
@@ -111,8 +155,9 @@ def paired_contrasts(
     sample: str | None = "sample",
     n_boot: int = 2000,
     confidence: float = 0.95,
-    ci_method: CIMethod = "t",
+    ci_method: CIMethod = "twoway",
     seed: int | None = 0,
+    min_queries: int = MIN_QUERIES,
 ) -> pd.DataFrame:
     """Each method minus the baseline, paired on model, query and prompt, per metric.
 
@@ -125,9 +170,10 @@ def paired_contrasts(
     ----------
     scores : pandas.DataFrame
         Tidy scores table, one row per rating.
-    baseline : str
-        The reference method (a value of the ``method`` column), e.g. ``"control"`` or
-        ``"prompt"``. It must have a single strength (usually NaN).
+    baseline : str or sequence of str
+        The reference method (a value of the ``method`` column), e.g. ``"control"``, or several
+        (``["control", "prompt"]``): then a pair is tested once, so against ``"prompt"`` the
+        earlier baseline ``"control"`` is not an arm. Each must have a single strength.
     model, strength, metric : str or None
         Columns; ``None`` leaves a role out.
     method : str
@@ -152,11 +198,19 @@ def paired_contrasts(
         - ``baseline``: the reference method
         - ``n_pairs``: matched (query, prompt) cells with a parsed value for both arms
         - ``diff``: mean of ``method - baseline`` over the pairs
-        - ``se``: bootstrap standard error of ``diff``, times ``sqrt(G/(G-1))``
+        - ``n_queries``: queries in the pairs
+        - ``se``: two-way cluster-robust SE of ``diff`` (default; see
+          :func:`steerstats.stats.summarize`), or the corrected bootstrap SE
         - ``df``: ``G - 1``, ``G`` being the smallest number of queries or prompts in the pairs
         - ``ci_low``, ``ci_high``: confidence limits of ``diff`` (method per ``ci_method``)
         - ``p``: two-sided p-value of ``diff = 0`` from ``diff / se`` on ``t_df``
-        - ``p_holm``: ``p`` adjusted by Holm's method across all contrasts in the table
+        - ``p_holm``: ``p`` adjusted by Holm's method within its family: one model x metric x
+          baseline, over the arms (and strengths) compared with that baseline
+          (:func:`holm_by_family`), so it does not depend on what else is in the table
+        - ``note``: ``"too few queries: G = 3 ..."`` where inference is withheld (fewer than
+          ``min_queries`` queries: ``ci_low``, ``ci_high``, ``p``, ``p_holm`` are NaN)
+        - ``auxiliary``: True for a metric that restates another (:func:`is_auxiliary`:
+          ``*_argmax``, or ``*_nll`` beside its ``*_ppl`` twin); report it outside the headline
         - ``dz``: paired effect size, mean over SD (ddof=1) of the pair differences
 
         A contrast with no matched pair (e.g. the baseline is missing for that model or
@@ -194,19 +248,57 @@ def paired_contrasts(
     >>> scores = example_scores(seed=0)
     >>> table = paired_contrasts(scores, baseline="control", n_boot=1000, seed=1)
     >>> table.columns.tolist()  # doctest: +NORMALIZE_WHITESPACE
-    ['model', 'method', 'strength', 'metric', 'baseline', 'n_pairs', 'diff', 'se', 'df',
-     'ci_low', 'ci_high', 'p', 'p_holm', 'dz']
+    ['model', 'method', 'strength', 'metric', 'baseline', 'n_pairs', 'n_queries', 'diff', 'se',
+     'df', 'ci_low', 'ci_high', 'p', 'p_holm', 'note', 'dz', 'auxiliary']
     >>> cols = ["model", "method", "metric", "n_pairs", "diff", "ci_low", "ci_high", "p_holm"]
     >>> print(table.loc[table["model"] == "model-a", cols].round(3).to_string(index=False))
       model method    metric  n_pairs   diff  ci_low  ci_high  p_holm
-    model-a prompt  accuracy       46 -0.130  -0.572    0.311   1.000
-    model-a  steer  accuracy       42 -0.262  -0.673    0.149   0.974
-    model-a prompt  behavior       42  1.310   0.206    2.413   0.256
-    model-a  steer  behavior       42  1.512   0.722    2.302   0.048
-    model-a prompt coherence       42 -0.298  -0.861    0.266   1.000
-    model-a  steer coherence       42 -0.786  -1.498   -0.074   0.291
+    model-a prompt  accuracy       46 -0.130  -0.266    0.005   0.057
+    model-a  steer  accuracy       42 -0.262  -0.472   -0.051   0.048
+    model-a prompt  behavior       42  1.310   0.386    2.233   0.015
+    model-a  steer  behavior       42  1.512   0.900    2.124   0.003
+    model-a prompt coherence       42 -0.298  -0.598    0.003   0.052
+    model-a  steer coherence       42 -0.786  -1.150   -0.422   0.005
     """
     check_bootstrap_args(n_boot, confidence, ci_method)
+    bases = [baseline] if isinstance(baseline, str) else list(baseline)
+    if not bases:
+        raise ValueError("baseline must name at least one method, e.g. baseline='control'")
+    parts = []
+    for k, base in enumerate(bases):
+        # A pair is tested once: against a later baseline, the earlier baselines are not arms.
+        rows = scores if method is None or k == 0 else scores[~scores[method].isin(bases[:k])]
+        parts.append(_contrasts_one(
+            rows, base, model=model, method=method, strength=strength, metric=metric,
+            value=value, clusters=clusters, sample=sample, n_boot=n_boot,
+            confidence=confidence, ci_method=ci_method, seed=seed, min_queries=min_queries))
+    out = pd.concat(parts, ignore_index=True)
+    family = [c for c in (model, metric) if c is not None] + ["baseline"]
+    out.insert(out.columns.get_loc("p") + 1, "p_holm", holm_by_family(out, family))
+    present = [str(m) for m in pd.unique(scores[metric])] if metric is not None else []
+    out["auxiliary"] = (
+        [is_auxiliary(str(m), present) for m in out[metric]] if metric is not None else False)
+    return out
+
+
+def _contrasts_one(
+    scores: pd.DataFrame,
+    baseline: str,
+    *,
+    model: str | None,
+    method: str,
+    strength: str | None,
+    metric: str | None,
+    value: str,
+    clusters: Sequence[str],
+    sample: str | None,
+    n_boot: int,
+    confidence: float,
+    ci_method: CIMethod,
+    seed: int | None,
+    min_queries: int,
+) -> pd.DataFrame:
+    """paired_contrasts against one baseline, without the Holm column."""
     paired = paired_cells(
         scores, baseline, model=model, method=method, strength=strength, metric=metric,
         value=value, clusters=clusters, sample=sample,
@@ -221,17 +313,22 @@ def paired_contrasts(
     )
     warn_few_clusters(result)
     low, high = result.interval(confidence, ci_method)
-    _, p = result.t_test(0.0)
+    _, p = result.t_test(0.0, method=ci_method)
+    n_queries = result.n_clusters[:, 0]
+    note = too_few_note(n_queries, min_queries)
+    few = note != ""
+    low[few], high[few], p[few] = np.nan, np.nan, np.nan
     out = result.groups.copy()
     out["baseline"] = baseline
     out["n_pairs"] = result.n_obs.astype(np.int64)
+    out["n_queries"] = n_queries.astype(np.int64)
     out["diff"] = result.estimate
-    out["se"] = result.se()
+    out["se"] = result.se(method="twoway" if ci_method == "twoway" else "t")
     out["df"] = result.df
     out["ci_low"] = low
     out["ci_high"] = high
     out["p"] = p
-    out["p_holm"] = _holm(p)
+    out["note"] = note
     codes, pair_keys = group_index(pairs, cols)
     d = pairs["diff"].to_numpy(float)
     k = len(pair_keys)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,6 +79,10 @@ def _cluster_slopes(resp: pd.DataFrame, keys: list[str], confidence: float) -> p
         agg["ci_low"] = agg["slope"] - tcrit * agg["se"]
         agg["ci_high"] = agg["slope"] + tcrit * agg["se"]
         agg["p"] = 2 * stats.t.sf(np.abs(agg["slope"] / agg["se"]), agg["df"])
+    # SE 0: the metric does not vary between prompts at a strength (e.g. capability_nll, scored
+    # on one fixed reference text): prompts are not its sampling unit, so there is no test.
+    none = agg["se"] == 0
+    agg.loc[none, ["ci_low", "ci_high", "p"]] = np.nan
     return agg.reset_index()
 
 
@@ -231,10 +236,9 @@ def dose_response(
     model: str = "model",
     method: str = "method",
     strength: str = "strength",
-    query: str = "query_id",
-    prompt: str = "prompt_id",
+    clusters: Sequence[str] = ("query_id", "prompt_id"),
     sample: str | None = "sample",
-    metric_column: str = "metric",
+    metric: str = "metric",
 ) -> DoseResponse:
     """Analyse a steering-strength sweep: slopes per query, their spread, and a held-out choice.
 
@@ -261,8 +265,12 @@ def dose_response(
         ``alpha = 1 - confidence``.
     seed : int, optional
         Seed of the random split of prompts into selection and held-out halves.
-    value, model, method, strength, query, prompt, sample, metric_column : str
-        Column names (``sample`` may be None).
+    value, model, method, strength, metric : str
+        Column names.
+    clusters : sequence of two str
+        The query and prompt columns, in that order.
+    sample : str or None
+        Replicate-generation column (None when absent).
 
     Returns
     -------
@@ -361,9 +369,16 @@ def dose_response(
     8  query-04              2.0            2.69      1.50
     """
     check_confidence(confidence)
+    names = (clusters,) if isinstance(clusters, str) else tuple(clusters)
+    if len(names) != 2:
+        raise ValueError(f"dose_response needs clusters=(query column, prompt column), got "
+                         f"{names!r}")
+    query, prompt = names
+    metric_column = metric
     require_columns(scores, {"value": value, "model": model, "method": method,
-                             "strength": strength, "query": query, "prompt": prompt,
-                             "sample": sample, "metric_column": metric_column})
+                             "strength": strength, "clusters": query, "sample": sample,
+                             "metric": metric_column})
+    require_columns(scores, {"clusters": prompt})
     require_metric(scores, behavior, metric_column, role="behavior metric",
                    fix="pass behavior=...")
     if coherence is not None:
@@ -400,12 +415,14 @@ def dose_response(
     is_behavior = slopes["metric"] == behavior
     anti = (slopes["slope"] < 0) & (slopes["p_holm"] < 1 - confidence)
     slopes["anti_steerable"] = pd.array(np.where(is_behavior, anti, pd.NA), dtype="boolean")
-    slopes = slopes.rename(columns={"model": model, "method": method, "query": query})
-    slopes = slopes[[model, method, "metric", query, "slope", "se", "df", "ci_low", "ci_high",
+    slopes = slopes.rename(columns={"model": model, "method": method, "query": query,
+                                    "metric": metric_column})
+    slopes = slopes[[model, method, metric_column, query, "slope", "se", "df", "ci_low", "ci_high",
                      "p", "p_holm", "anti_steerable", "n_prompts", "n_strengths", "n"]]
-    spread = _spread(slopes, [model, method, "metric"], confidence)
+    spread = _spread(slopes, [model, method, metric_column], confidence)
     selection = _select(resp, behavior, coherence, coherence_threshold, per_query, confidence,
                         np.random.default_rng(seed))
-    selection = selection.rename(columns={"model": model, "method": method, "query": query})
+    selection = selection.rename(columns={"model": model, "method": method, "query": query,
+                                          "metric": metric_column})
     return DoseResponse(slopes=slopes.reset_index(drop=True), steerability=spread,
                         selection=selection.reset_index(drop=True))

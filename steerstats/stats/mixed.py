@@ -1,7 +1,8 @@
 """Crossed linear mixed model for a (model x method) design over shared queries and prompts.
 
-``value ~ method * model + (1 | query) + (1 | prompt) + (1 | query:method)``, fitted by REML on
-response-level means, with Satterthwaite degrees of freedom computed exactly as lmerTest does.
+``value ~ method * model`` with crossed random intercepts chosen from the design (query, prompt,
+query x method within each model, and shared generations), fitted by REML on response-level
+means, with Satterthwaite degrees of freedom computed exactly as lmerTest does.
 """
 
 from __future__ import annotations
@@ -12,14 +13,13 @@ import shutil
 import subprocess
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 from scipy import linalg, optimize, sparse, stats
-from statsmodels.stats.multitest import multipletests
 from threadpoolctl import threadpool_limits
 
 from steerstats.errors import PrerequisiteError
@@ -29,13 +29,23 @@ from steerstats.stats._data import (
     require_metric,
     response_level,
 )
+from steerstats.stats.contrasts import holm_by_family
 
 __all__ = ["ConvergenceError", "MixedModelResult", "mixed_model"]
 
 Engine = Literal["numpy", "statsmodels", "lme4"]
 DdfMethod = Literal["satterthwaite", "query"]
 
-_GROUPS = ("query", "prompt", "query:method")
+# Random-intercept terms mixed_model can fit; each is a grouping of the response-level rows by
+# the listed roles (a generation is one reply, possibly reused across queries).
+TERMS: dict[str, tuple[str, ...]] = {
+    "query": ("query",),
+    "prompt": ("prompt",),
+    "query:method": ("query", "method"),
+    "query:model": ("query", "model"),
+    "query:model:method": ("query", "model", "method"),
+    "generation": ("generation",),
+}
 
 
 class ConvergenceError(RuntimeError):
@@ -52,7 +62,8 @@ class _Design:
     X: np.ndarray
     terms: list[str]
     Z: sparse.csr_matrix
-    sizes: list[int]  # levels per random-effect factor, in _GROUPS order
+    groups: list[str]  # random-effect terms, in the order of their columns in Z
+    sizes: list[int]  # levels per random-effect term
     method_levels: list[str]
     model_levels: list[str]
     n_queries: int
@@ -62,7 +73,8 @@ class _Design:
         zt = self.Z.T.tocsr()
         self.XtX = self.X.T @ self.X
         self.ZtX = np.asarray(zt @ self.X)
-        self.ZtZ = np.asarray((zt @ self.Z).todense())
+        # Sparse: a generation term can have as many levels as there are responses.
+        self.ZtZ = (zt @ self.Z).tocsr()
         self.Xty = self.X.T @ self.y
         self.Zty = np.asarray(zt @ self.y).ravel()
         self.yty = float(self.y @ self.y)
@@ -84,7 +96,9 @@ class _Design:
         return vec
 
 
-def _build_design(data: pd.DataFrame, method_levels: list[str], model_levels: list[str]) -> _Design:
+def _build_design(
+    data: pd.DataFrame, method_levels: list[str], model_levels: list[str], groups: list[str]
+) -> _Design:
     n = len(data)
     n_m, n_d = len(method_levels), len(model_levels)
     m_idx = pd.Categorical(data["method"], categories=method_levels).codes
@@ -102,8 +116,8 @@ def _build_design(data: pd.DataFrame, method_levels: list[str], model_levels: li
     terms += [f"method[{m}]:model[{d}]" for d in model_levels[1:] for m in method_levels[1:]]
     blocks = []
     sizes = []
-    for col in ("query", "prompt", "query_method"):
-        codes, uniques = pd.factorize(data[col], sort=True)
+    for term in groups:
+        codes, uniques = pd.factorize(data[_term_column(term)], sort=True)
         blocks.append(sparse.csr_matrix((np.ones(n), (rows, codes)), shape=(n, len(uniques))))
         sizes.append(len(uniques))
     return _Design(
@@ -111,11 +125,17 @@ def _build_design(data: pd.DataFrame, method_levels: list[str], model_levels: li
         X=X,
         terms=terms,
         Z=sparse.hstack(blocks).tocsr(),
+        groups=list(groups),
         sizes=sizes,
         method_levels=method_levels,
         model_levels=model_levels,
-        n_queries=sizes[0],
+        n_queries=int(data["query"].nunique()),
     )
+
+
+def _term_column(term: str) -> str:
+    """Column of the response-level frame holding a term's level codes (also R's name)."""
+    return "g_" + term.replace(":", "_")
 
 
 # --------------------------------------------------------------------------------------------
@@ -141,9 +161,10 @@ class _Reml:
         self.big = np.arange(starts[big], starts[big + 1])
         self.rest = np.setdiff1d(np.arange(starts[-1]), self.big)
         ztz = design.ZtZ
-        self.diag_bb = np.diag(ztz)[self.big]
-        self.ztz_br = ztz[np.ix_(self.big, self.rest)]
-        self.ztz_rr = ztz[np.ix_(self.rest, self.rest)]
+        self.diag_bb = ztz.diagonal()[self.big]
+        rows_b = ztz[self.big]
+        self.ztz_br = rows_b[:, self.rest].toarray()
+        self.ztz_rr = ztz[self.rest][:, self.rest].toarray()
         ztw = np.column_stack([design.ZtX, design.Zty])
         self.ztw_b, self.ztw_r = ztw[self.big], ztw[self.rest]
 
@@ -259,19 +280,28 @@ def _satterthwaite_parts(
     return 2.0 * h_inv, _jacobian(reml.covbeta, varpar)
 
 
-def _fit_numpy(design: _Design, maxiter: int) -> _Fit:
+def _fit_numpy(design: _Design, maxiter: int, satterthwaite: bool = True) -> _Fit:
     reml = _Reml(design)
     k = len(design.sizes)
     theta, best = np.ones(k), np.inf
-    # Bounded Nelder-Mead (derivative-free, as lme4's default optimiser is), restarted from its
-    # own answer until a restart no longer improves: a simplex can collapse early.
+    # A quasi-Newton pass (finite-difference gradients) brings theta near the optimum in a few
+    # dozen evaluations; bounded Nelder-Mead (derivative-free, as lme4's default optimiser is)
+    # then polishes from a small simplex around it, restarted from its own answer until a
+    # restart no longer improves: a simplex can collapse early.
+    with np.errstate(all="ignore"):
+        pre = optimize.minimize(reml.profiled, x0=theta, method="L-BFGS-B",
+                                bounds=[(0.0, None)] * k, options={"maxiter": maxiter})
+    if np.isfinite(pre.fun):
+        theta = pre.x
     for _ in range(5):
+        step = np.maximum(0.05 * theta, 1e-3)
         res = optimize.minimize(
             reml.profiled,
             x0=theta,
             method="Nelder-Mead",
             bounds=[(0.0, None)] * k,
-            options={"xatol": 1e-8, "fatol": 1e-10, "maxiter": maxiter, "maxfev": 4 * maxiter},
+            options={"xatol": 1e-8, "fatol": 1e-10, "maxiter": maxiter, "maxfev": 4 * maxiter,
+                     "initial_simplex": np.vstack([theta, theta + np.diag(step)])},
         )
         if not res.success or not np.isfinite(res.fun):
             raise ConvergenceError(
@@ -290,6 +320,9 @@ def _fit_numpy(design: _Design, maxiter: int) -> _Fit:
     theta = np.where(theta < 1e-6, 0.0, theta)
     beta, sigma = reml.estimates(theta)
     vcov = reml.covbeta(np.append(theta, sigma))
+    if not satterthwaite:  # variance components only (reliability's ICCs)
+        empty = np.zeros((0, 0))
+        return _Fit(beta, vcov, theta, sigma, empty, empty, reml.profiled(theta))
     vcov_varpar, jac = _satterthwaite_parts(reml, theta, sigma)
     return _Fit(beta, vcov, theta, sigma, vcov_varpar, jac, reml.profiled(theta))
 
@@ -301,7 +334,7 @@ def _fit_statsmodels(design: _Design, maxiter: int) -> _Fit:
     # Crossed effects in statsmodels: one all-encompassing group, each factor a variance component.
     mats, names, colnames, start = [], [], [], 0
     dense = design.Z.toarray()
-    for name, size in zip(_GROUPS, design.sizes, strict=True):
+    for name, size in zip(design.groups, design.sizes, strict=True):
         mats.append([dense[:, start : start + size]])
         names.append(name)
         colnames.append([[f"{name}{i}" for i in range(size)]])
@@ -343,12 +376,11 @@ for (pkg in c("lme4", "lmerTest", "jsonlite")) {
 suppressPackageStartupMessages({library(lme4); library(lmerTest)})
 args <- commandArgs(trailingOnly = TRUE)
 spec <- jsonlite::fromJSON(args[2])
-d <- read.csv(args[1], colClasses = c(query = "character", prompt = "character",
-              method = "character", model = "character", value = "numeric"))
+d <- read.csv(args[1], colClasses = "character")
+d$value <- as.numeric(d$value)
 d$method <- factor(d$method, levels = spec$method_levels)
 d$model <- factor(d$model, levels = spec$model_levels)
-d$query_method <- paste(d$query, d$method, sep = ":")
-rhs <- "(1 | query) + (1 | prompt) + (1 | query_method)"
+rhs <- paste(sprintf("(1 | %s)", spec$term_columns), collapse = " + ")
 fixed <- if (length(spec$model_levels) > 1) "value ~ method * model" else "value ~ method"
 ctrl <- lmerControl(optCtrl = list(maxfun = spec$maxiter))
 m <- lmerTest::lmer(as.formula(paste(fixed, "+", rhs)), data = d, REML = TRUE, control = ctrl)
@@ -376,10 +408,11 @@ def _fit_lme4(design: _Design, data: pd.DataFrame, maxiter: int) -> _Fit:
     with tempfile.TemporaryDirectory(prefix="steerstats-lme4-") as tmp:
         csv, spec, out, script = (
             os.path.join(tmp, f) for f in ("d.csv", "s.json", "o.json", "f.R"))
-        data[["query", "prompt", "method", "model", "value"]].to_csv(csv, index=False)
+        columns = [_term_column(g) for g in design.groups]
+        data[["method", "model", "value", *columns]].to_csv(csv, index=False)
         with open(spec, "w") as fh:
             json.dump({"method_levels": design.method_levels, "model_levels": design.model_levels,
-                       "maxiter": maxiter}, fh)
+                       "maxiter": maxiter, "term_columns": columns}, fh)
         with open(script, "w") as fh:
             fh.write(_LME4_SCRIPT)
         proc = subprocess.run([rscript, "--vanilla", script, csv, spec, out],
@@ -399,9 +432,9 @@ def _fit_lme4(design: _Design, data: pd.DataFrame, maxiter: int) -> _Fit:
         )
     if len(res["beta"]) != design.p:
         raise RuntimeError(f"lme4 returned {len(res['beta'])} fixed effects, expected {design.p}")
-    # lme4 orders random-effect terms by number of levels; map back to _GROUPS order.
-    r_names = [n.split(".")[0].replace("query_method", "query:method") for n in res["theta_names"]]
-    order = [r_names.index(g) for g in _GROUPS]
+    # lme4 orders random-effect terms by number of levels; map back to the design's order.
+    r_names = [n.split(".")[0] for n in res["theta_names"]]
+    order = [r_names.index(_term_column(g)) for g in design.groups]
     vp_order = order + [len(order)]
     vcov_varpar = np.asarray(res["vcov_varpar"], dtype=float).reshape(len(vp_order), -1)
     jac = np.asarray(res["jac"], dtype=float)
@@ -448,6 +481,9 @@ class MixedModelResult:
         Responses left out because every rating of them was missing (NaN).
     singular : bool
         True when a variance component is estimated as exactly zero (a boundary fit).
+    structure : str
+        The model formula fitted, e.g. ``value ~ method + (1 | query) + (1 | prompt) +
+        (1 | query:method)``.
     reml_criterion : float
         REML deviance at the optimum (comparable with lme4's ``REMLcrit``).
     """
@@ -463,8 +499,10 @@ class MixedModelResult:
     n_missing: int
     singular: bool
     reml_criterion: float
+    structure: str
     _design: _Design = field(repr=False)
     _fit: _Fit = field(repr=False)
+    _names: dict[str, str | None] = field(repr=False, default_factory=dict)
 
     def _df(self, L: np.ndarray) -> np.ndarray:
         """Denominator df for each row of ``L`` (Satterthwaite, or queries - 1)."""
@@ -499,7 +537,7 @@ class MixedModelResult:
 
     def contrasts(
         self,
-        baseline: str | None = None,
+        baseline: str | Sequence[str] | None = None,
         *,
         factor: Literal["method", "model"] = "method",
     ) -> pd.DataFrame:
@@ -507,20 +545,23 @@ class MixedModelResult:
 
         Parameters
         ----------
-        baseline : str, optional
-            Compare every level with this one (e.g. ``"control"``). ``None`` (default): all
-            pairs of levels.
+        baseline : str or sequence of str, optional
+            Compare every level with this one (e.g. ``"control"``), or with each of several
+            (``["control", "prompt"]``: a pair is tested once, so against ``"prompt"`` the
+            earlier baseline is not compared again). ``None`` (default): all pairs of levels.
         factor : {"method", "model"}
             Which factor's levels are compared; the other one is held fixed.
 
         Returns
         -------
         pandas.DataFrame
-            One row per contrast: the held-fixed factor's column (``model`` or ``method``), the
-            compared level (column named after ``factor``), ``baseline`` (the level subtracted),
-            ``estimate`` (level minus baseline), ``se``, ``df``, ``t``, ``p`` (two-sided t-test
-            with ``df``), ``p_holm`` (Holm-adjusted over all rows of this table), ``ci_low``,
-            ``ci_high`` (unadjusted, at the fit's ``confidence``).
+            One row per contrast: the held-fixed factor's column (``model`` or ``method``, under
+            the caller's column name), the compared level (column named after ``factor``),
+            ``baseline`` (the level subtracted), ``estimate`` (level minus baseline), ``se``,
+            ``df``, ``t``, ``p`` (two-sided t-test with ``df``), ``p_holm`` (Holm-adjusted within
+            the family: one level of the held-fixed factor x baseline, as
+            :func:`steerstats.stats.paired_contrasts` does per model x metric x baseline),
+            ``ci_low``, ``ci_high`` (unadjusted, at the fit's ``confidence``).
         """
         if factor not in ("method", "model"):
             raise ValueError(f"factor must be 'method' or 'model', got {factor!r}")
@@ -528,13 +569,17 @@ class MixedModelResult:
         levels = d.method_levels if factor == "method" else d.model_levels
         fixed_levels = d.model_levels if factor == "method" else d.method_levels
         other = "model" if factor == "method" else "method"
-        if baseline is not None and baseline not in levels:
-            raise ValueError(f"baseline {baseline!r} is not a {factor}; choose one of {levels}")
+        bases = [baseline] if isinstance(baseline, str) else (
+            None if baseline is None else list(baseline))
+        for b in bases or []:
+            if b not in levels:
+                raise ValueError(f"baseline {b!r} is not a {factor}; choose one of {levels}")
         if len(levels) < 2:
             raise ValueError(f"only one {factor} ({levels[0]!r}) was fitted: nothing to contrast")
         pairs = (
-            [(a, baseline) for a in levels if a != baseline]
-            if baseline is not None
+            [(a, b) for k, b in enumerate(bases) for a in levels
+             if a != b and a not in bases[:k]]
+            if bases is not None
             else [(a, b) for i, b in enumerate(levels) for a in levels[i + 1 :]]
         )
         rows, vecs = [], []
@@ -545,9 +590,12 @@ class MixedModelResult:
                 vecs.append(cell(a) - cell(b))
                 rows.append({other: g, factor: a, "baseline": b})
         out = pd.concat([pd.DataFrame(rows), self._estimates(np.array(vecs))], axis=1)
-        p_holm = multipletests(out["p"], method="holm")[1]
-        out.insert(out.columns.get_loc("p") + 1, "p_holm", p_holm)
-        return out
+        family = [other] + (["baseline"] if bases is not None else [])
+        out.insert(out.columns.get_loc("p") + 1, "p_holm", holm_by_family(out, family))
+        names = {k: v for k, v in self._names.items() if k in out.columns}
+        if names.get("model", "model") is None:
+            out = out.drop(columns="model")
+        return out.rename(columns={k: v for k, v in names.items() if v is not None})
 
 
 # --------------------------------------------------------------------------------------------
@@ -556,35 +604,37 @@ class MixedModelResult:
 
 def mixed_model(
     scores: pd.DataFrame,
-    metric: str,
+    name: str,
     *,
     engine: Engine = "numpy",
     ddf: DdfMethod = "satterthwaite",
+    random: str | Sequence[str] = "auto",
     reference: str | None = None,
     confidence: float = 0.95,
     maxiter: int = 1000,
     value: str = "value",
-    model: str = "model",
+    model: str | None = "model",
     method: str = "method",
-    query: str = "query_id",
-    prompt: str = "prompt_id",
-    sample: str | None = "sample",
     strength: str | None = "strength",
-    metric_column: str = "metric",
+    metric: str = "metric",
+    clusters: Sequence[str] = ("query_id", "prompt_id"),
+    sample: str | None = "sample",
+    generation: str | None = "key",
 ) -> MixedModelResult:
-    """Fit ``value ~ method * model`` with crossed random intercepts (query, prompt, query:method).
+    """Fit ``value ~ method * model`` with crossed random intercepts chosen from the design.
 
     Every model x method is run on the same queries and prompts, so observations share query
-    and prompt effects; the query:method term lets each method work better on some queries
-    than others. Intervals and tests therefore generalise to new queries and prompts like
+    and prompt effects; query x method terms let each method work better on some queries
+    than others (separately on each model), and a generation term counts a reply reused across
+    queries once. Intervals and tests therefore generalise to new queries and prompts like
     these, with degrees of freedom that respect how few queries there are.
 
     Parameters
     ----------
     scores : pandas.DataFrame
         Tidy scores table (one row per rating), see ``steerstats.schema.SCORE_COLUMNS``.
-    metric : str
-        The metric to model (rows where ``scores[metric_column] == metric``).
+    name : str
+        The metric to model (rows where ``scores[metric] == name``).
     engine : {"numpy", "statsmodels", "lme4"}
         ``"numpy"`` (default): REML by lme4's penalised-least-squares formulation on
         cross-product matrices, fast at any size. ``"statsmodels"``: ``MixedLM`` with one
@@ -602,15 +652,29 @@ def mixed_model(
         Confidence level of the intervals (default 0.95).
     maxiter : int
         Optimiser iteration limit; hitting it raises ``ConvergenceError``.
-    value, model, method, query, prompt, sample, strength, metric_column : str
-        Column names in ``scores``. ``sample`` and ``strength`` may be ``None`` when absent.
+    random : "auto" or sequence of str
+        Random-intercept terms. ``"auto"`` (default) chooses them from the design:
+        ``query``, ``prompt``, then ``query:method`` with one model or ``query:model`` and
+        ``query:model:method`` with several (a method's query-specific advantage may differ by
+        model), plus ``generation`` when one generation is scored for several queries (a
+        control reply reused across queries). Or name the terms, from ``query``, ``prompt``,
+        ``query:method``, ``query:model``, ``query:model:method``, ``generation``.
+    value, method, metric : str
+        Columns of the ratings, the method, and the metric names.
+    model, strength, sample, generation : str or None
+        Columns; ``None`` means the role is absent (``model=None``: one model).
+        ``generation`` (default ``"key"``, used only when the column exists) identifies one
+        reply, so replies reused across queries are recognised.
+    clusters : sequence of two str
+        The query and prompt columns, in that order.
 
     Returns
     -------
     MixedModelResult
         With ``fixed`` (term, estimate, se, df, t, p, ci_low, ci_high), ``variance_components``
-        (group, variance, sd, n_levels), ``emm`` (model, method, estimate, se, df, ci_low,
-        ci_high, n) and ``contrasts(baseline=None, factor="method")``.
+        (group, variance, sd, n_levels, at_boundary), ``emm`` (model, method, estimate, se,
+        df, ci_low, ci_high, n; under the caller's column names), ``structure`` (the formula
+        fitted), ``singular`` and ``contrasts(baseline=None, factor="method")``.
 
     Raises
     ------
@@ -630,8 +694,22 @@ def mixed_model(
     number of repeats per response this gives the same fixed effects as modelling the
     repeats, with far fewer rows.
 
-    The model is ``value ~ method * model + (1 | query) + (1 | prompt) + (1 | query:method)``
-    (``value ~ method`` with a single model). The ``"numpy"`` engine minimises lme4's profiled
+    **Random effects from the design** (``random="auto"``). With one model the model is
+    ``value ~ method + (1 | query) + (1 | prompt) + (1 | query:method)``. With several models
+    each model has its own query effects and query x method effects,
+    ``value ~ method * model + (1 | query) + (1 | prompt) + (1 | query:model)
+    + (1 | query:model:method)``: a single ``query:method`` term would assume a method's
+    query-specific advantage is the same on every model, which understates the SE of a
+    within-model contrast when the models differ (an audit found coverage 0.855 for nominal
+    0.95). When the ``generation`` column shows one reply scored for several queries (a
+    control reply reused across queries, as the collector does), ``(1 | generation)`` is
+    added so that reply's own noise counts once, not once per query. ``structure`` says which
+    formula was fitted; ``singular`` flags a boundary fit (a variance estimated at exactly 0,
+    ``at_boundary`` in ``variance_components``), where that term's df and SEs rest on the
+    boundary and a simpler structure fits as well. Each structure is checked against lme4
+    (``tests/reference/mixed_design_lme4.R``).
+
+    The ``"numpy"`` engine minimises lme4's profiled
     REML criterion over the relative standard deviations ``theta`` (bounded Nelder-Mead,
     restarted until it stops improving), using only ``X'X``, ``Z'X``, ``Z'Z``, ``X'y``, ``Z'y``
     and ``y'y``, and eliminating the factor with most levels (usually prompts) first, since its
@@ -646,7 +724,8 @@ def mixed_model(
     al. 2017): the Hessian of the REML deviance in ``(theta, sigma)`` gives their asymptotic
     covariance, and the Jacobian of ``cov(beta)`` gives the gradient of each contrast's
     variance. A method contrast then gets about (queries - 1) x (methods - 1) df, since the
-    query:method variance is pooled over methods, and a paired two-method contrast on a
+    query:method variance is pooled over methods (``ddf="query"`` is the cautious choice when
+    methods differ much in how query-dependent they are), and a paired two-method contrast on a
     balanced design is exactly the t-test on query-level differences with ``n_queries - 1`` df.
     ``ddf="query"`` uses ``n_queries - 1`` for everything, a conservative choice when the
     pooling assumption is doubtful. The ``"numpy"`` and ``"statsmodels"`` engines compute the
@@ -667,11 +746,11 @@ def mixed_model(
     ...                           n_topic=2, n_common=6, n_repeats=2, seed=1)
     >>> fit = mixed_model(scores, "behavior")
     >>> fit.variance_components.round(2)
-              group  variance    sd  n_levels
-    0         query      0.05  0.23       8.0
-    1        prompt      0.22  0.47      22.0
-    2  query:method      0.13  0.36      24.0
-    3      residual      0.70  0.83       NaN
+              group  variance    sd  n_levels  at_boundary
+    0         query      0.05  0.23       8.0        False
+    1        prompt      0.22  0.47      22.0        False
+    2  query:method      0.13  0.36      24.0        False
+    3      residual      0.70  0.83       NaN        False
     >>> fit.emm[["method", "estimate", "ci_low", "ci_high"]].round(2)
         method  estimate  ci_low  ci_high
     0  control      2.95    2.51     3.39
@@ -687,40 +766,47 @@ def mixed_model(
     if ddf not in ("satterthwaite", "query"):
         raise ValueError(f"ddf must be 'satterthwaite' or 'query', got {ddf!r}")
     check_confidence(confidence)
+    query, prompt = _query_prompt(clusters)
+    if generation is not None and generation not in scores.columns:
+        generation = None  # optional role: data without generation keys
     require_columns(
         scores,
-        {"value": value, "model": model, "method": method, "query": query, "prompt": prompt,
-         "sample": sample, "strength": strength, "metric_column": metric_column},
+        {"value": value, "model": model, "method": method, "clusters": query,
+         "sample": sample, "strength": strength, "metric": metric},
     )
-    rows = scores[scores[metric_column] == metric]
-    require_metric(scores, metric, metric_column)
+    require_columns(scores, {"clusters": prompt})
+    require_metric(scores, name, metric)
+    rows = scores[scores[metric] == name]
+    arm = [c for c in (model, method) if c is not None]
     if strength is not None:
-        n_str = rows.groupby([model, method])[strength].nunique(dropna=True)
+        n_str = rows.groupby(arm)[strength].nunique(dropna=True)
         several = n_str[n_str > 1]
         if not several.empty:
-            (mod, meth) = several.index[0]
             raise ValueError(
-                f"method {meth!r} (model {mod!r}) has {several.iloc[0]} strengths; mixed_model "
-                f"compares methods at one strength each: filter {strength!r} to one value per "
-                "method, or use dose_response() for a strength sweep"
+                f"{dict(zip(arm, np.atleast_1d(several.index[0]), strict=True))} has "
+                f"{several.iloc[0]} strengths; mixed_model compares methods at one strength "
+                f"each: filter {strength!r} to one value per method, or use dose_response() "
+                "for a strength sweep"
             )
-    keys = [c for c in (model, method, strength, query, prompt, sample) if c is not None]
+    keys = [c for c in (model, method, strength, query, prompt, sample, generation)
+            if c is not None]
     resp = response_level(rows, keys, value=value)
     n_missing = int((resp["n_ratings"] == 0).sum())
     # Levels come from every response, so a cell whose values are all missing is reported.
     method_levels = sorted(resp[method].astype(str).unique())
-    model_levels = sorted(resp[model].astype(str).unique())
+    model_levels = sorted(resp[model].astype(str).unique()) if model is not None else ["all"]
     resp = resp[resp["n_ratings"] > 0]
     data = pd.DataFrame(
         {
-            "model": resp[model].astype(str).to_numpy(),
+            "model": resp[model].astype(str).to_numpy() if model is not None else "all",
             "method": resp[method].astype(str).to_numpy(),
             "query": resp[query].astype(str).to_numpy(),
             "prompt": resp[prompt].astype(str).to_numpy(),
             "value": resp[value].to_numpy(dtype=float),
         }
     )
-    data["query_method"] = data["query"] + ":" + data["method"]
+    if generation is not None:
+        data["generation"] = resp[generation].astype(str).to_numpy()
     for kw, col, what in ((query, "query", "query"), (prompt, "prompt", "prompt"),
                           (method, "method", "method")):
         levels = data[col].unique()
@@ -730,6 +816,9 @@ def mixed_model(
                 f"values, got {list(levels)}; with a single {what} its variance cannot be "
                 "separated from the others: use summarize() or paired_contrasts() instead"
             )
+    groups = _random_terms(random, data, len(model_levels))
+    for term in groups:
+        data[_term_column(term)] = data.groupby(list(TERMS[term]), sort=True).ngroup()
     ref = reference
     if ref is None and "control" in method_levels:
         ref = "control"
@@ -744,10 +833,10 @@ def mixed_model(
     empty = [f"model={a!r}, method={b!r}" for a, b in full if (a, b) not in counts.index]
     if empty:
         raise ValueError(
-            "no non-missing values for " + "; ".join(empty) + f" (metric {metric!r}); the "
+            "no non-missing values for " + "; ".join(empty) + f" (metric {name!r}); the "
             "model x method cell means cannot be estimated: drop that method or model first"
         )
-    design = _build_design(data, method_levels, model_levels)
+    design = _build_design(data, method_levels, model_levels, groups)
     # The matrices are small (one row/column per random-effect level): BLAS threads only add
     # overhead, many-fold on a busy machine.
     with threadpool_limits(limits=1, user_api="blas"):
@@ -761,14 +850,16 @@ def mixed_model(
     variances = np.append(fit.theta**2 * fit.sigma**2, fit.sigma**2)
     vc = pd.DataFrame(
         {
-            "group": [*_GROUPS, "residual"],
+            "group": [*groups, "residual"],
             "variance": variances,
             "sd": np.sqrt(variances),
             "n_levels": [*map(float, design.sizes), np.nan],
+            "at_boundary": [*(fit.theta == 0.0), False],
         }
     )
+    fixed_part = "value ~ method * model" if len(model_levels) > 1 else "value ~ method"
     result = MixedModelResult(
-        metric=metric,
+        metric=name,
         engine=engine,
         ddf=ddf,
         confidence=confidence,
@@ -779,8 +870,10 @@ def mixed_model(
         n_missing=n_missing,
         singular=bool(np.any(fit.theta == 0.0)),
         reml_criterion=fit.reml_criterion,
+        structure=" + ".join([fixed_part, *(f"(1 | {g})" for g in groups)]),
         _design=design,
         _fit=fit,
+        _names={"model": model, "method": method},
     )
     result.fixed = pd.concat(
         [pd.DataFrame({"term": design.terms}), result._estimates(np.eye(design.p))], axis=1
@@ -788,8 +881,41 @@ def mixed_model(
     cells = [(a, b) for a in model_levels for b in method_levels]
     emm = result._estimates(np.array([design.cell_vector(a, b) for a, b in cells]))
     emm = emm.drop(columns=["t", "p"])
-    emm.insert(0, "method", [b for _, b in cells])
-    emm.insert(0, "model", [a for a, _ in cells])
+    emm.insert(0, method, [b for _, b in cells])
+    if model is not None:
+        emm.insert(0, model, [a for a, _ in cells])
     emm["n"] = [int(counts[(a, b)]) for a, b in cells]
     result.emm = emm
     return result
+
+
+def _query_prompt(clusters: Sequence[str]) -> tuple[str, str]:
+    names = (clusters,) if isinstance(clusters, str) else tuple(clusters)
+    if len(names) != 2:
+        raise ValueError(
+            f"mixed_model needs clusters=(query column, prompt column), got {names!r}")
+    return names[0], names[1]
+
+
+def _random_terms(random: str | Sequence[str], data: pd.DataFrame, n_models: int) -> list[str]:
+    """The random-intercept terms: named by the caller, or chosen from the design."""
+    if isinstance(random, str) and random != "auto":
+        random = [random]
+    if not isinstance(random, str):
+        terms = list(random)
+        unknown = [t for t in terms if t not in TERMS]
+        if unknown or not terms:
+            raise ValueError(f"random terms must be among {list(TERMS)} (or 'auto'), got {terms}")
+        if "generation" in terms and "generation" not in data:
+            raise ValueError("random term 'generation' needs a generation column (generation=)")
+        return terms
+    terms = ["query", "prompt"]
+    terms += ["query:model", "query:model:method"] if n_models > 1 else ["query:method"]
+    if "generation" in data and _shared_generations(data):
+        terms.append("generation")
+    return terms
+
+
+def _shared_generations(data: pd.DataFrame) -> bool:
+    """True when some generation is scored for more than one query (a reused reply)."""
+    return bool((data.groupby("generation")["query"].nunique() > 1).any())

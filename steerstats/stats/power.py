@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,8 @@ from scipy import optimize, stats
 __all__ = ["mde", "power"]
 
 _COMPONENTS = ("query", "prompt", "query:method", "residual")
+_FOLD = {"query:model": "query", "query:model:method": "query:method",
+         "generation": "residual"}
 _ALIASES = {"query_method": "query:method", "query_id": "query", "prompt_id": "prompt",
             "residuals": "residual", "Residual": "residual"}
 
@@ -37,7 +40,15 @@ def _components(variance_components: pd.DataFrame | Mapping[str, float]) -> dict
     else:
         raise TypeError("variance_components must be a DataFrame (group, variance) or a dict, "
                         f"got {type(variance_components).__name__}")
-    comp = {_ALIASES.get(str(k), str(k)): v for k, v in raw.items()}
+    comp: dict[str, Any] = {}
+    for k, v in raw.items():
+        name = _ALIASES.get(str(k), str(k))
+        # Terms of mixed_model's richer structures, folded into the four a paired design of
+        # one model needs: within a model, query:model adds to the query effect and
+        # query:model:method is the query x method effect; a generation's own noise
+        # (a reply reused across queries) behaves as residual noise of a response.
+        name = _FOLD.get(name, name)
+        comp[name] = (float(comp[name]) + float(v)) if name in comp else v  # type: ignore[arg-type]
     missing = [c for c in _COMPONENTS if c not in comp]
     if missing:
         raise ValueError(f"variance components {missing} missing; need {list(_COMPONENTS)} "

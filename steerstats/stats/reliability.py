@@ -24,11 +24,13 @@ _ALPHA_LEVELS: tuple[Literal["ordinal", "interval", "nominal"], ...] = (
     "ordinal", "interval", "nominal")
 STATISTICS: tuple[str, ...] = (
     "ICC1", "ICC2", "ICC3", "ICC1k", "ICC2k", "ICC3k",
+    "ICC1_complete", "ICC2_complete", "ICC3_complete", "ICC1k_complete", "ICC2k_complete",
+    "ICC3k_complete",
     "alpha_ordinal", "alpha_interval", "alpha_nominal",
     "exact_agreement", "within_one_agreement",
 )
 _OUT_COLUMNS = ["metric", "statistic", "estimate", "ci_low", "ci_high", "ci_method", "n_targets",
-                "n_ratings", "n_occasions", "n_targets_dropped"]
+                "n_ratings", "n_occasions", "n_targets_dropped", "note"]
 
 
 def _as_list(x: str | Sequence[str] | None) -> list[str]:
@@ -52,14 +54,82 @@ def _pingouin_unrounded() -> Iterator[None]:
         pingouin.options.update(saved)
 
 
+def _icc_reml_rows(wide: np.ndarray, confidence: float = 0.95) -> list[dict[str, object]]:
+    """ICC1..ICC3k from all ratings: REML variance components of
+    ``rating ~ 1 + (1 | target) + (1 | occasion)``, turned into mean squares and ICCs with their
+    F-based intervals exactly as psych's ``ICC(x, missing = FALSE, lmer = TRUE)`` does."""
+    from scipy import sparse
+    from scipy.stats import f as fdist
+
+    from .mixed import _Design, _fit_numpy
+
+    n_obs, nj = wide.shape
+    t_idx, o_idx = np.nonzero(np.isfinite(wide))
+    n_rat = len(t_idx)
+    base = {"ci_method": "F (REML)", "n_targets": int(len(np.unique(t_idx))),
+            "n_ratings": n_rat, "n_occasions": nj,
+            "n_targets_dropped": int(n_obs - len(np.unique(t_idx))), "note": ""}
+    labels = ["ICC1", "ICC2", "ICC3", "ICC1k", "ICC2k", "ICC3k"]
+    y = wide[t_idx, o_idx]
+    if n_obs < 2 or nj < 2 or n_rat < 3 or np.ptp(y) == 0:
+        return [{"statistic": s, "estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan, **base}
+                for s in labels]
+    rows = np.arange(n_rat)
+    z = sparse.hstack([
+        sparse.csr_matrix((np.ones(n_rat), (rows, t_idx)), shape=(n_rat, n_obs)),
+        sparse.csr_matrix((np.ones(n_rat), (rows, o_idx)), shape=(n_rat, nj)),
+    ]).tocsr()
+    design = _Design(y=y, X=np.ones((n_rat, 1)), terms=["(Intercept)"], Z=z,
+                     groups=["target", "occasion"], sizes=[n_obs, nj], method_levels=[""],
+                     model_levels=[""], n_queries=n_obs)
+    fit = _fit_numpy(design, 1000, satterthwaite=False)
+    var_id, var_items = fit.theta**2 * fit.sigma**2
+    mse = fit.sigma**2
+    msb, msj, msw = nj * var_id + mse, n_obs * var_items + mse, mse + var_items
+    icc = [(msb - msw) / (msb + (nj - 1) * msw),
+           (msb - mse) / (msb + (nj - 1) * mse + nj * (msj - mse) / n_obs),
+           (msb - mse) / (msb + (nj - 1) * mse),
+           (msb - msw) / msb,
+           (msb - mse) / (msb + (msj - mse) / n_obs),
+           (msb - mse) / msb]
+    a = 1.0 - confidence
+    f11, df11n, df11d = msb / msw, n_obs - 1, n_obs * (nj - 1)
+    f31, df21n, df21d = msb / mse, n_obs - 1, (n_obs - 1) * (nj - 1)
+    f1l, f1u = f11 / fdist.ppf(1 - a / 2, df11n, df11d), f11 * fdist.ppf(1 - a / 2, df11d, df11n)
+    f3l, f3u = f31 / fdist.ppf(1 - a / 2, df21n, df21d), f31 * fdist.ppf(1 - a / 2, df21d, df21n)
+    icc2, fj = icc[1], msj / mse
+    vn = (nj - 1) * (n_obs - 1) * (nj * icc2 * fj + n_obs * (1 + (nj - 1) * icc2)
+                                   - nj * icc2) ** 2
+    vd = (n_obs - 1) * nj**2 * icc2**2 * fj**2 + (n_obs * (1 + (nj - 1) * icc2)
+                                                 - nj * icc2) ** 2
+    v = vn / vd
+    g_u, g_l = fdist.ppf(1 - a / 2, n_obs - 1, v), fdist.ppf(1 - a / 2, v, n_obs - 1)
+    denom = nj * msj + (nj * n_obs - nj - n_obs) * mse
+    l2 = n_obs * (msb - g_u * mse) / (g_u * denom + n_obs * msb)
+    u2 = n_obs * (g_l * msb - mse) / (denom + n_obs * g_l * msb)
+    bounds = [((f1l - 1) / (f1l + nj - 1), (f1u - 1) / (f1u + nj - 1)),
+              (l2, u2),
+              ((f3l - 1) / (f3l + nj - 1), (f3u - 1) / (f3u + nj - 1)),
+              (1 - 1 / f1l, 1 - 1 / f1u),
+              (l2 * nj / (1 + l2 * (nj - 1)), u2 * nj / (1 + u2 * (nj - 1))),
+              (1 - 1 / f3l, 1 - 1 / f3u)]
+    return [{"statistic": s, "estimate": float(e), "ci_low": float(lo), "ci_high": float(hi),
+             **base} for s, e, (lo, hi) in zip(labels, icc, bounds, strict=True)]
+
+
 def _icc_rows(wide: np.ndarray) -> list[dict[str, object]]:
-    """ICC1..ICC3k on the complete targets (rows without a missing occasion), via pingouin."""
+    """ICC1..ICC3k on the complete targets (rows without a missing occasion), via pingouin,
+    labelled ``*_complete``."""
+    return [{**r, "statistic": f"{r['statistic']}_complete"} for r in _icc_complete(wide)]
+
+
+def _icc_complete(wide: np.ndarray) -> list[dict[str, object]]:
     k = wide.shape[1]
     complete = wide[~np.isnan(wide).any(axis=1)]
     n = len(complete)
     dropped = int(len(wide) - n)
     base = {"ci_method": "F", "n_targets": n, "n_ratings": n * k, "n_occasions": k,
-            "n_targets_dropped": dropped}
+            "n_targets_dropped": dropped, "note": ""}
     if n < 2 or k < 2 or np.ptp(complete) == 0:
         # Not estimable: fewer than two complete targets, one occasion, or no variation.
         return [{"statistic": s, "estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan, **base}
@@ -132,9 +202,18 @@ def _pairwise_rows(
     n_units = len(pairable)
     base = {"ci_method": "bootstrap", "n_targets": n_units,
             "n_ratings": int(m[m >= 2].sum()), "n_occasions": wide.shape[1],
-            "n_targets_dropped": int(len(wide) - n_units)}
+            "n_targets_dropped": int(len(wide) - n_units), "note": ""}
     stats_names = [f"alpha_{lv}" for lv in _ALPHA_LEVELS] + ["exact_agreement",
                                                                 "within_one_agreement"]
+    values = pairable[np.isfinite(pairable)]
+    categorical = ("alpha_ordinal", "alpha_nominal", "exact_agreement")
+    skip_note = ""
+    if len(values) and not np.all(values == np.round(values)):
+        # Continuous scores (e.g. a judge's expected score): every value is its own category,
+        # so exact agreement and nominal alpha are 0 by construction and ordinal alpha ranks
+        # noise; they are not computed.
+        skip_note = (f"not computed: scores are not integers ({len(np.unique(values))} distinct "
+                     "values), so they are not categories; see alpha_interval")
     if n_units == 0:
         return [{"statistic": s, "estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan, **base}
                 for s in stats_names]
@@ -172,6 +251,10 @@ def _pairwise_rows(
             boot["within_one_agreement"].append((w @ within_u) / (w @ pairs_u))
     rows = []
     for s in stats_names:
+        if skip_note and s in categorical:
+            rows.append({"statistic": s, "estimate": np.nan, "ci_low": np.nan,
+                         "ci_high": np.nan, **base, "note": skip_note})
+            continue
         dist = np.concatenate(boot[s])
         dist = dist[np.isfinite(dist)]
         lo, hi = (np.quantile(dist, [0.025, 0.975]) if len(dist) else (np.nan, np.nan))
@@ -190,7 +273,7 @@ def reliability(
     n_boot: int = 1000,
     seed: int | None = 0,
     value: str = "value",
-    metric_column: str = "metric",
+    metric: str = "metric",
 ) -> pd.DataFrame:
     """How consistently judges score the same generation: ICCs, Krippendorff's alpha, agreement.
 
@@ -217,15 +300,16 @@ def reliability(
         Bootstrap resamples of targets for the alpha and agreement intervals (default 1000).
     seed : int, optional
         Seed of the bootstrap (default 0, so tables are reproducible; ``None`` for fresh draws).
-    value, metric_column : str
-        Column names of the rating and the metric.
+    value, metric : str
+        Column names of the rating and the metric (the output keeps the metric column's name).
 
     Returns
     -------
     pandas.DataFrame
         One row per (``by`` columns, metric, statistic), statistics in this order: ICC1, ICC2,
-        ICC3, ICC1k, ICC2k, ICC3k, alpha_ordinal, alpha_interval, alpha_nominal,
-        exact_agreement, within_one_agreement. Columns:
+        ICC3, ICC1k, ICC2k, ICC3k (from all ratings), the same six with ``_complete`` (complete
+        targets only), alpha_ordinal, alpha_interval, alpha_nominal, exact_agreement,
+        within_one_agreement. Columns:
 
         - the ``by`` columns, if any
         - ``metric``
@@ -234,13 +318,15 @@ def reliability(
           targets, or a single distinct value for alpha)
         - ``ci_low``, ``ci_high``: 95% interval (F-distribution for ICCs; percentile bootstrap
           over targets for the others)
-        - ``ci_method``: ``"F"`` or ``"bootstrap"``
+        - ``ci_method``: ``"F (REML)"``, ``"F"`` or ``"bootstrap"``
         - ``n_targets``: targets used (complete targets for ICCs; targets with at least two
           ratings for the others)
         - ``n_ratings``: non-missing ratings used
         - ``n_occasions``: rating occasions (k) present in the group
-        - ``n_targets_dropped``: targets left out (ICCs: any missing rating; others: fewer
-          than two ratings)
+        - ``n_targets_dropped``: targets left out (``_complete`` ICCs: any missing rating;
+          ICCs: no rating at all; others: fewer than two ratings)
+        - ``note``: why a statistic is not computed (e.g. nominal/ordinal alpha and exact
+          agreement on non-integer scores), else empty
 
     Raises
     ------
@@ -251,9 +337,18 @@ def reliability(
     Notes
     -----
     Ratings are arranged as targets x occasions. Missing ratings (NaN: unparsed judge answers)
-    are never dropped silently: ICCs need complete targets, so targets with any missing
-    occasion are left out and counted in ``n_targets_dropped``; Krippendorff's alpha uses all
-    pairable ratings natively.
+    are never dropped silently. ICC1..ICC3k use every rating: REML variance components of
+    ``rating ~ 1 + (1 | target) + (1 | occasion)`` (the engine of
+    :func:`steerstats.stats.mixed_model`) turned into mean squares, ICCs and F-based intervals
+    exactly as psych's ``ICC(x, missing = FALSE, lmer = TRUE)`` (Revelle; pinned in
+    ``tests/reference/icc_psych_lmer.R``); dropping incomplete targets biases ICC1 when poor
+    responses are unparsed more often. The ``_complete`` ICCs are the classical ANOVA ones on
+    complete targets (targets with a missing occasion counted in ``n_targets_dropped``), kept
+    for comparison; on complete data the two agree. Krippendorff's alpha uses all pairable
+    ratings natively. Scores that are not integers (e.g. a local judge's expected score) are
+    not categories: every value would be its own, so exact agreement and nominal alpha would
+    be 0 by construction and their bootstrap intervals could exclude their own estimates; those
+    and ordinal alpha are reported as NaN with a ``note``.
 
     ICCs follow Shrout & Fleiss (1979) as computed by ``pingouin.intraclass_corr``: ICC1
     one-way random, ICC2 two-way random absolute agreement, ICC3 two-way mixed consistency;
@@ -289,28 +384,35 @@ def reliability(
     3                  ICC1k      0.94    0.92     0.95        180
     4                  ICC2k      0.94    0.92     0.95        180
     5                  ICC3k      0.94    0.92     0.95        180
-    6          alpha_ordinal      0.82    0.76     0.86        180
-    7         alpha_interval      0.83    0.78     0.87        180
-    8          alpha_nominal      0.47    0.41     0.55        180
-    9        exact_agreement      0.59    0.54     0.64        180
-    10  within_one_agreement      0.95    0.93     0.97        180
+    6          ICC1_complete      0.83    0.79     0.87        180
+    7          ICC2_complete      0.83    0.79     0.87        180
+    8          ICC3_complete      0.83    0.79     0.87        180
+    9         ICC1k_complete      0.94    0.92     0.95        180
+    10        ICC2k_complete      0.94    0.92     0.95        180
+    11        ICC3k_complete      0.94    0.92     0.95        180
+    12         alpha_ordinal      0.82    0.76     0.86        180
+    13        alpha_interval      0.83    0.78     0.87        180
+    14         alpha_nominal      0.47    0.41     0.55        180
+    15       exact_agreement      0.59    0.54     0.64        180
+    16  within_one_agreement      0.95    0.93     0.97        180
     """
+    metric_col = metric
     by_cols = _as_list(by)
     occ_cols = list(occasions)
     if targets is None:
         target_cols = ["key"] if "key" in scores.columns else list(_GENERATION)
     else:
         target_cols = _as_list(targets)
-    require_columns(scores, {"value": value, "metric_column": metric_column})
+    require_columns(scores, {"value": value, "metric": metric_col})
     for kw, cols in (("by", by_cols), ("targets", target_cols), ("occasions", occ_cols)):
         for col in cols:
             require_columns(scores, {kw: col})
     if n_boot < 1:
         raise ValueError(f"n_boot must be at least 1, got {n_boot}")
 
-    data = scores[by_cols + target_cols + occ_cols + [metric_column]].copy()
+    data = scores[by_cols + target_cols + occ_cols + [metric_col]].copy()
     data["_value"] = numeric_values(scores, value).to_numpy()
-    dup = data.duplicated(subset=[metric_column, *target_cols, *occ_cols], keep=False)
+    dup = data.duplicated(subset=[metric_col, *target_cols, *occ_cols], keep=False)
     if dup.any():
         example = data.loc[dup, target_cols + occ_cols].iloc[0].to_dict()
         raise ValueError(
@@ -319,8 +421,8 @@ def reliability(
             "targets=... / occasions=... that identify a rating uniquely"
         )
 
-    present = list(pd.unique(data[metric_column].dropna()))
-    occ_per_metric = data.groupby(metric_column)[occ_cols].apply(
+    present = list(pd.unique(data[metric_col].dropna()))
+    occ_per_metric = data.groupby(metric_col)[occ_cols].apply(
         lambda g: len(g.drop_duplicates()))
     if metrics is None:
         chosen = [m for m in present if occ_per_metric[m] >= 2]
@@ -336,7 +438,7 @@ def reliability(
     else:
         chosen = _as_list(metrics)
         for m in chosen:
-            require_metric(data, m, metric_column)
+            require_metric(data, m, metric_col)
             if occ_per_metric[m] < 2:
                 raise ValueError(f"metric {m!r} has a single rating occasion; reliability needs "
                                  "judge repeats or several judges")
@@ -346,18 +448,18 @@ def reliability(
     groups = data.groupby(by_cols, sort=True, dropna=False) if by_cols else [((), data)]
     for key, group in groups:
         key = key if isinstance(key, tuple) else (key,)
-        for metric in chosen:
-            g = group[group[metric_column] == metric]
+        for name in chosen:
+            g = group[group[metric_col] == name]
             if g.empty:
                 continue
             t_code = g.groupby(target_cols, sort=True, dropna=False).ngroup().to_numpy()
             o_code = g.groupby(occ_cols, sort=True, dropna=False).ngroup().to_numpy()
             arr = np.full((t_code.max() + 1, o_code.max() + 1), np.nan)
             arr[t_code, o_code] = g["_value"].to_numpy()
-            for row in _icc_rows(arr) + _pairwise_rows(arr, n_boot, rng):
-                out.append({**dict(zip(by_cols, key, strict=True)), "metric": metric, **row})
+            for row in _icc_reml_rows(arr) + _icc_rows(arr) + _pairwise_rows(arr, n_boot, rng):
+                out.append({**dict(zip(by_cols, key, strict=True)), "metric": name, **row})
     table = pd.DataFrame(out, columns=by_cols + _OUT_COLUMNS)
     order = {s: i for i, s in enumerate(STATISTICS)}
     table["_o"] = table["statistic"].map(order)
     table = table.sort_values([*by_cols, "metric", "_o"], kind="stable").drop(columns="_o")
-    return table.reset_index(drop=True)
+    return table.reset_index(drop=True).rename(columns={"metric": metric_col})

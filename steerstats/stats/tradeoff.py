@@ -33,7 +33,7 @@ def tradeoff(
     sample: str | None = "sample",
     n_boot: int = 2000,
     confidence: float = 0.95,
-    ci_method: CIMethod = "t",
+    ci_method: CIMethod = "twoway",
     seed: int | None = 0,
 ) -> pd.DataFrame:
     """What each method buys (behaviour) and costs (coherence, accuracy) against a baseline.
@@ -77,7 +77,13 @@ def tradeoff(
         - ``coherence_loss``, ``coherence_loss_ci_low``, ``coherence_loss_ci_high``:
           ``baseline - method`` in coherence (positive = coherence lost)
         - ``accuracy_loss``, ``accuracy_loss_ci_low``, ``accuracy_loss_ci_high``:
-          ``baseline - method`` in accuracy among parsed answers (positive = accuracy lost)
+          ``baseline - method`` in accuracy with an unparsed answer counted as not correct
+          (positive = accuracy lost): the headline, since a steered model that stops giving
+          readable answers has lost that accuracy
+        - ``accuracy_loss_parsed`` (with ``_ci_low``, ``_ci_high``): the same among parsed
+          answers only
+        - ``unparsed_rate_diff`` (with ``_ci_low``, ``_ci_high``): ``method - baseline`` in the
+          share of unparsed answers
         - ``n_pairs_behavior``, ``n_pairs_coherence``, ``n_pairs_accuracy``: matched pairs
         - ``pareto``: True if no other arm of the same model, the baseline included (gain 0,
           losses 0), is at least as good on every available estimate and better on one
@@ -108,15 +114,17 @@ def tradeoff(
      'behavior_gain', 'behavior_gain_ci_low', 'behavior_gain_ci_high', 'n_pairs_behavior',
      'coherence_loss', 'coherence_loss_ci_low', 'coherence_loss_ci_high', 'n_pairs_coherence',
      'accuracy_loss', 'accuracy_loss_ci_low', 'accuracy_loss_ci_high', 'n_pairs_accuracy',
+     'accuracy_loss_parsed', 'accuracy_loss_parsed_ci_low', 'accuracy_loss_parsed_ci_high',
+     'unparsed_rate_diff', 'unparsed_rate_diff_ci_low', 'unparsed_rate_diff_ci_high',
      'pareto', 'p_good_trade', 'margin_coherence', 'margin_accuracy']
     >>> cols = ["model", "method", "behavior_gain", "coherence_loss", "accuracy_loss",
     ...         "pareto", "p_good_trade"]
     >>> print(table[cols].round(2).to_string(index=False))
       model method  behavior_gain  coherence_loss  accuracy_loss  pareto  p_good_trade
-    model-a prompt           1.31            0.30           0.13    True          0.22
-    model-a  steer           1.51            0.79           0.26    True          0.00
-    model-b prompt           1.50           -0.06          -0.15    True          0.97
-    model-b  steer           1.67            0.54          -0.00    True          0.28
+    model-a prompt           1.31            0.30           0.12    True          0.23
+    model-a  steer           1.51            0.79           0.29    True          0.00
+    model-b prompt           1.50           -0.06          -0.12    True          0.94
+    model-b  steer           1.67            0.54           0.12    True          0.09
     """
     check_bootstrap_args(n_boot, confidence, ci_method)
     margins = dict(DEFAULT_MARGIN)
@@ -137,6 +145,8 @@ def tradeoff(
             "accuracy= naming yours"
         )
     rows = scores[scores[metric].isin(list(wanted.values()))]
+    rows = _accuracy_variants(rows, accuracy, metric=metric, value=value)
+    wanted = {**wanted, "accuracy_parsed": _PARSED, "unparsed": _UNPARSED}
     paired = paired_cells(
         rows, baseline, model=model, method=method, strength=strength, metric=metric,
         value=value, clusters=clusters, sample=sample,
@@ -160,8 +170,9 @@ def tradeoff(
     joint = np.full((result.replicates.shape[0], n_arms, 3), np.nan)
     point = np.full((n_arms, 3), np.nan)
     for k, (role, name) in enumerate(wanted.items()):
-        sign = 1.0 if role == "behavior" else -1.0
-        label = "behavior_gain" if role == "behavior" else f"{role}_loss"
+        sign = 1.0 if role in ("behavior", "unparsed") else -1.0
+        label = {"behavior": "behavior_gain", "accuracy_parsed": "accuracy_loss_parsed",
+                 "unparsed": "unparsed_rate_diff"}.get(role, f"{role}_loss")
         est = np.full(n_arms, np.nan)
         lo = np.full(n_arms, np.nan)
         hi = np.full(n_arms, np.nan)
@@ -172,17 +183,37 @@ def tradeoff(
         bounds = np.sort(np.stack([sign * low[sel], sign * high[sel]]), axis=0)
         lo[idx], hi[idx] = bounds[0], bounds[1]
         n_pairs[idx] = result.n_obs[sel]
-        joint[:, idx, k] = sign * result.replicates[:, sel]
-        point[idx, k] = est[idx]
         out[label] = est
         out[f"{label}_ci_low"] = lo
         out[f"{label}_ci_high"] = hi
-        out[f"n_pairs_{role}"] = n_pairs
+        if k < 3:
+            joint[:, idx, k] = sign * result.replicates[:, sel]
+            point[idx, k] = est[idx]
+            out[f"n_pairs_{role}"] = n_pairs
     out["pareto"] = _pareto(point, out[[model]] if model is not None else out.iloc[:, :0])
     out["p_good_trade"] = _p_good(joint, margins)
     out["margin_coherence"] = margins["coherence"]
     out["margin_accuracy"] = margins["accuracy"]
     return out.reset_index(drop=True)
+
+
+_PARSED = "\x00accuracy_parsed"
+_UNPARSED = "\x00accuracy_unparsed"
+
+
+def _accuracy_variants(rows: pd.DataFrame, accuracy: str, *, metric: str, value: str
+                       ) -> pd.DataFrame:
+    """The accuracy rows three ways: unparsed counted as not correct (the headline, under the
+    accuracy name), parsed answers only, and the unparsed indicator (1 = unparsed)."""
+    acc = rows[rows[metric] == accuracy]
+    if acc.empty:
+        return rows
+    vals = pd.to_numeric(acc[value], errors="coerce")
+    headline = acc.assign(**{value: vals.fillna(0.0)})
+    parsed = acc.assign(**{metric: _PARSED})
+    unparsed = acc.assign(**{metric: _UNPARSED, value: vals.isna().astype(float)})
+    return pd.concat([rows[rows[metric] != accuracy], headline, parsed, unparsed],
+                     ignore_index=True)
 
 
 def _match(keys: pd.DataFrame, table: pd.DataFrame) -> np.ndarray:
