@@ -25,12 +25,16 @@ def test_reading_analysing_and_reporting_never_import_the_collection_layer() -> 
 
 
 def _imports(path: Path) -> list[str]:
+    """Absolute names of everything ``path`` imports (relative imports resolved)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = path.relative_to(PACKAGE.parent).with_suffix("").parts[:-1]
     names = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            names.append(node.module)
-            names.extend(f"{node.module}.{a.name}" for a in node.names)
+        if isinstance(node, ast.ImportFrom) and (node.module or node.level):
+            base = package[: len(package) - node.level + 1] if node.level else ()
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            names.append(module)
+            names.extend(f"{module}.{a.name}" for a in node.names)
         elif isinstance(node, ast.Import):
             names.extend(a.name for a in node.names)
     return names
@@ -45,6 +49,8 @@ def test_no_module_imports_another_packages_underscore_modules() -> None:
             for i, part in enumerate(parts):
                 if part.startswith("_") and not part.startswith("__") and i > 0:
                     owner = ".".join(parts[:i])
+                    if not (PACKAGE.parent / owner.replace(".", "/")).is_dir():
+                        owner = owner.rpartition(".")[0]  # a private name in a module: its package
                     if owner != own and not own.startswith(owner + "."):
                         offenders.append(f"{path.relative_to(PACKAGE.parent)}: {name}")
                     break
