@@ -269,3 +269,16 @@ def test_examples_run(name: str) -> None:
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_one_repeat_confounds_interaction_and_residual_and_the_d_study_says_so() -> None:
+    # One rating per response x judge: lme4 could not tell (1|response:rater) from the
+    # residual either. The fit puts both in response:rater; the D study then gains nothing
+    # from repeats (conservative: it cannot know how much they would help).
+    panel = st.simulate_panel(n_responses=60, n_raters=3, n_repeats=1, seed=8)
+    vc = st.g_study(panel).set_index("component")
+    assert bool(vc["confounded"].iloc[0]) and np.isnan(vc.loc["residual", "variance"])
+    # Truth: response:rater 0.15 + residual 0.25 = 0.40.
+    assert vc.loc["response:rater", "variance"] == pytest.approx(0.40, abs=0.12)
+    grid = st.decision_study(st.g_study(panel), n_raters=[2], n_repeats=[1, 3])
+    assert grid["g"].iloc[0] == pytest.approx(grid["g"].iloc[1])

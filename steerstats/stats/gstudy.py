@@ -22,7 +22,7 @@ COMPONENTS = ("response", "rater", "response:rater", "residual")
 _D_COMPONENTS = ("response", "rater", "repeat", "response:rater", "response:repeat",
                  "rater:repeat", "residual")
 _G_EXTRA = ("share", "n_levels", "n_responses", "n_raters", "n_repeats", "n_ratings",
-            "n_dropped", "reml_criterion", "singular")
+            "n_dropped", "reml_criterion", "singular", "confounded")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,7 +129,11 @@ class _PanelReml:
         A small relative SD is tried at exactly 0 (the others re-optimised) and kept there when
         the criterion is no worse, so boundary estimates are 0 as in lme4.
         """
-        theta = self._minimise(np.ones(3), np.ones(3, dtype=bool), maxiter)
+        start = np.ones(3)
+        free = np.ones(3, dtype=bool)
+        if self.n_c.max() < 2:  # one rating per cell: response:rater is the residual
+            free[2] = start[2] = 0.0
+        theta = self._minimise(start, free, maxiter)
         for i in np.argsort(theta):
             if theta[i] == 0 or theta[i] > 0.05:
                 continue
@@ -202,6 +206,9 @@ def g_study(
         - ``n_ratings``: parsed ratings fitted; ``n_dropped``: NaN ratings left out
         - ``reml_criterion``: lme4's ``REMLcrit`` at the optimum
         - ``singular``: some component other than the residual is estimated at 0
+        - ``confounded``: every response x judge cell has one rating (one repeat), so the
+          judge x response interaction and a judge's disagreement with itself cannot be told
+          apart: ``response:rater`` holds both and ``residual`` is NaN
 
     Raises
     ------
@@ -258,10 +265,13 @@ def g_study(
             rat = pd.factorize(g[rater], sort=True)[0].astype(np.intp)
             reml = _PanelReml(g["_value"].to_numpy(float), resp, rat)
             variances, _, crit = reml.fit(maxiter)
-            total = float(variances.sum())
+            confounded = bool(reml.n_c.max() < 2)
+            if confounded:  # the residual is response:rater (+ error), nothing beside it
+                variances = np.array([variances[0], variances[1], variances[3], np.nan])
+            total = float(np.nansum(variances))
             n_cells = len(reml.n_c)
             levels = [reml.n_p, reml.n_r, n_cells, reml.n]
-            singular = bool((variances[:3] == 0).any())
+            singular = bool((variances[:2] == 0).any() or (variances[2] == 0 and not confounded))
             for comp, var, lev in zip(COMPONENTS, variances, levels, strict=True):
                 rows.append({
                     **dict(zip(by_cols, key, strict=True)), "metric": metric,
@@ -269,7 +279,7 @@ def g_study(
                     "share": float(var / total) if total > 0 else np.nan, "n_levels": lev,
                     "n_responses": reml.n_p, "n_raters": reml.n_r,
                     "n_repeats": reml.n / n_cells, "n_ratings": reml.n, "n_dropped": n_dropped,
-                    "reml_criterion": crit, "singular": singular,
+                    "reml_criterion": crit, "singular": singular, "confounded": confounded,
                 })
     return pd.DataFrame(rows, columns=[*by_cols, "metric", "component", "variance", *_G_EXTRA])
 
@@ -290,8 +300,8 @@ def decision_study(
         Variance components, one row per component, e.g. the output of :func:`g_study`.
         Components are named ``response`` (the object of measurement), ``rater``, ``repeat``,
         ``response:rater``, ``response:repeat``, ``rater:repeat`` and ``residual``; absent
-        ones count as 0 (``g_study``'s design nests repeats in response x rater, so the
-        ``repeat`` terms are part of its residual). Columns other than ``component``,
+        ones (and NaN variances) count as 0 (``g_study``'s design nests repeats in response x
+        rater, so the ``repeat`` terms are part of its residual). Columns other than ``component``,
         ``variance`` and ``g_study``'s count columns identify groups (e.g. ``metric``).
     n_raters, n_repeats : sequence of int
         The grid of judges and repeats per judge to evaluate.
@@ -345,8 +355,7 @@ def decision_study(
     grid = [(int(r), int(k)) for r in n_raters for k in n_repeats]
     if not grid or min(min(g) for g in grid) < 1:
         raise ValueError("n_raters and n_repeats must be non-empty lists of integers >= 1")
-    skip = {component, variance, "share", "n_levels", "n_ratings", "n_dropped",
-            "reml_criterion", "singular", "n_responses", "n_raters", "n_repeats"}
+    skip = {component, variance, *_G_EXTRA}
     group_cols = [c for c in components.columns if c not in skip]
     rows = []
     groups = (components.groupby(group_cols, sort=False, dropna=False) if group_cols
@@ -358,7 +367,8 @@ def decision_study(
             raise ValueError(f"component {g[component][dup].iloc[0]!r} appears twice in one "
                              f"group {dict(zip(group_cols, key, strict=True))}")
         s = dict.fromkeys(_D_COMPONENTS, 0.0)
-        s.update(zip(g[component].astype(str), g[variance].astype(float), strict=True))
+        s.update(zip(g[component].astype(str), g[variance].astype(float).fillna(0.0),
+                     strict=True))
         observed = None
         if {"n_raters", "n_repeats"} <= set(g.columns):
             observed = (int(g["n_raters"].iloc[0]), int(round(float(g["n_repeats"].iloc[0]))))
