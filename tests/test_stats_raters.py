@@ -140,6 +140,11 @@ def test_rater_reliability_separates_test_retest_from_inter_rater() -> None:
     # Continuous scores: ICCs only (alpha and agreement rates count exact matches).
     assert set(rel["statistic"]) == {"ICC1", "ICC2", "ICC3", "ICC1k", "ICC2k", "ICC3k"}
     assert not rel["integer_scores"].any()
+    # ...and they are reliability()'s ICCs (judge-1's repeats as occasions).
+    direct = st.reliability(panel[panel["rater"] == "judge-1"], occasions=("repeat",),
+                            targets=["key", "query_id"], n_boot=2)
+    mine = rel[(rel["facet"] == "test-retest") & (rel["rater"] == "judge-1")]
+    np.testing.assert_allclose(mine["estimate"], direct["estimate"].iloc[:6], rtol=1e-12)
 
 
 def test_rater_reliability_keeps_alpha_for_integer_scores_and_matches_reliability() -> None:

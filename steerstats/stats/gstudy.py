@@ -106,7 +106,7 @@ class _PanelReml:
             return self.deviance(theta)
 
         x, best = start[free], np.inf
-        nm = {"xatol": 1e-8, "fatol": 1e-10, "maxiter": maxiter, "maxfev": 4 * maxiter}
+        nm = {"xatol": 1e-7, "fatol": 1e-8, "maxiter": maxiter, "maxfev": 4 * maxiter}
         for _ in range(4):
             for method, options in (("Nelder-Mead", nm), ("Powell", {"maxiter": maxiter})):
                 res = optimize.minimize(f, x, method=method, bounds=[(0.0, None)] * len(x),
@@ -117,7 +117,7 @@ class _PanelReml:
                     x = np.asarray(res.x, dtype=float)
             improved = best - f(x)
             best = min(best, f(x))
-            if improved < 1e-7:
+            if improved < 1e-6:
                 break
         theta = np.zeros(3)
         theta[free] = x

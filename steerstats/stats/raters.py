@@ -27,7 +27,7 @@ from steerstats.stats._panel import (
     prepare_panel,
 )
 from steerstats.stats.bootstrap import CIMethod, check_bootstrap_args, cluster_bootstrap
-from steerstats.stats.reliability import reliability
+from steerstats.stats.reliability import _icc_rows, reliability
 
 __all__ = ["bland_altman", "rater_bias", "rater_reliability"]
 
@@ -159,6 +159,8 @@ def _reliability_rows(
     n_boot: int, seed: int | None, metric_column: str,
 ) -> pd.DataFrame:
     integer = is_integer(sub["_value"].to_numpy(float))
+    if not integer:
+        return _icc_table(sub, by_cols, metric, targets, occasion).assign(integer_scores=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         table = reliability(sub, by_cols or None, metrics=[metric], targets=targets,
@@ -166,9 +168,25 @@ def _reliability_rows(
                             metric_column=metric_column)
     if metric_column != "metric" and metric_column in table:
         table = table.rename(columns={metric_column: "metric"})
-    if not integer:
-        table = table[table["statistic"].astype(str).str.startswith("ICC")]
     return table.assign(integer_scores=integer)
+
+
+def _icc_table(
+    sub: pd.DataFrame, by_cols: list[str], metric: str, targets: list[str], occasion: str,
+) -> pd.DataFrame:
+    """ICC rows only, as ``reliability`` computes them: continuous scores have as many distinct
+    values as ratings, which alpha's coincidence matrices (values x values) cannot hold."""
+    rows = []
+    groups = sub.groupby(by_cols, sort=True, dropna=False) if by_cols else [((), sub)]
+    for key, g in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        t_code = g.groupby(targets, sort=True, dropna=False).ngroup().to_numpy()
+        o_code = g.groupby([occasion], sort=True, dropna=False).ngroup().to_numpy()
+        arr = np.full((t_code.max() + 1, o_code.max() + 1), np.nan)
+        arr[t_code, o_code] = g["_value"].to_numpy(float)
+        for row in _icc_rows(arr):
+            rows.append({**dict(zip(by_cols, key, strict=True)), "metric": metric, **row})
+    return pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------------------------------------
