@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -15,6 +16,9 @@ from steerstats.errors import DataError
 from steerstats.results import write_results
 from steerstats.schema import GENERATION_COLUMNS
 from steerstats.stats import example_scores, mixed_model, paired_contrasts, summarize
+
+PANEL_TABLES = ("rater_reliability", "g_study", "decision_study", "rater_bias", "bland_altman",
+                "judge_contrasts", "judge_robustness")
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +39,9 @@ def test_tables_are_the_stats_functions_outputs(scores: pd.DataFrame, tmp_path: 
     curves = tables["dose_curves"]
     assert set(curves["method"]) == {"steer"} and sorted(curves["strength"].unique()) == [
         0.5, 1.0, 2.0]
-    assert tables["skipped"].empty
+    # One judge per metric: only the judge-panel analyses are skipped, each saying why.
+    assert set(tables["skipped"]["analysis"]) == set(PANEL_TABLES) - {"rater_reliability"}
+    assert tables["skipped"]["reason"].str.contains("one judge per metric").all()
     # The mixed model sees each strength of the sweep as its own method level.
     fit = mixed_model(_arms(scores), "behavior")
     vc = tables["variance_components"].query("metric == 'behavior'")
@@ -63,7 +69,9 @@ def test_skips_are_reported_with_reasons() -> None:
     tables = analyze((None, scores), n_boot=100)
     reasons = dict(zip(tables["skipped"]["analysis"], tables["skipped"]["reason"], strict=True))
     assert set(reasons) == {"contrasts", "accuracy", "tradeoff", "mixed_model", "reliability",
-                            "dose_curves", "dose_response", "mde"}
+                            "dose_curves", "dose_response", "mde", *PANEL_TABLES}
+    assert "judged twice" in reasons["rater_reliability"]
+    assert "whether another judge would give the same scores" in reasons["judge_robustness"]
     assert "mixed model did not run" in reasons["mde"]
     assert "judged once" in reasons["reliability"]
     assert "two methods" in reasons["mixed_model"]
@@ -115,7 +123,8 @@ def test_a_failing_analysis_is_reported_not_fatal(scores: pd.DataFrame,
     monkeypatch.setattr(stats, "dose_response", broken)
     tables = analyze((None, scores), n_boot=50)
     reasons = dict(zip(tables["skipped"]["analysis"], tables["skipped"]["reason"], strict=True))
-    assert reasons == {"dose_response": "failed: ZeroDivisionError: float division by zero"}
+    failed = {k: v for k, v in reasons.items() if k not in PANEL_TABLES}  # one judge: skipped
+    assert failed == {"dose_response": "failed: ZeroDivisionError: float division by zero"}
     assert "summary" in tables and "dose_response" not in tables
 
 
@@ -136,3 +145,62 @@ def test_reliability_targets_a_shared_response_once_per_query() -> None:
     icc2 = overall[overall["statistic"] == "ICC2"].set_index("metric")
     counted = icc2["n_targets"] + icc2["n_targets_dropped"]  # dropped: an unparsed rating
     assert counted.to_dict() == {m: n_targets[m] for m in icc2.index}
+
+
+def _two_judges(seed: int, n_repeats: int) -> pd.DataFrame:
+    """example_scores plus a second behavior judge that rates 0.5 higher (plus noise)."""
+    scores = example_scores(seed=seed, n_queries=6, n_mmlu=0, n_repeats=n_repeats)
+    other = scores[scores["metric"] == "behavior"].copy()
+    rng = np.random.default_rng(seed)
+    other["rater"] = "judge-b"
+    other["value"] = (other["value"] + 0.5 + rng.normal(0, 0.7, len(other))).round().clip(1, 5)
+    return pd.concat([scores, other], ignore_index=True)
+
+
+def test_an_imported_table_with_a_rater_column_gets_every_judge_table(tmp_path: Path) -> None:
+    from steerstats import stats
+    from steerstats.importers import import_table
+
+    scores = _two_judges(seed=4, n_repeats=2)
+    long = scores.rename(columns={"key": "response"})[
+        ["model", "method", "query_id", "prompt_id", "sample", "response", "metric", "rater",
+         "repeat", "value"]]
+    imported = import_table(long)
+    assert set(imported.scores["rater"]) == {"example-judge", "judge-b"}
+    imported.write(tmp_path / "res")
+    tables = analyze(tmp_path / "res", n_boot=200, seed=1)
+    assert set(PANEL_TABLES) <= set(tables)
+    skipped = dict(zip(tables["skipped"]["analysis"], tables["skipped"]["reason"], strict=True))
+    assert not set(PANEL_TABLES) & set(skipped)
+    assert "one judge for coherence (example-judge)" in skipped["judge panels: coherence"]
+    rel = tables["rater_reliability"]
+    assert set(rel["facet"]) == {"test-retest", "inter-rater"}
+    assert set(rel.loc[rel["facet"] == "inter-rater", "metric"]) == {"behavior"}
+    assert rel["method"].isna().any() and rel["method"].notna().any()
+    g = tables["g_study"]
+    assert set(g["component"]) == {"response", "rater", "response:rater", "residual"}
+    assert tables["decision_study"]["collected"].sum() == g.groupby(
+        ["method", "metric"], dropna=False).ngroups
+    bias = tables["rater_bias"]
+    overall = bias[bias["method"].isna()].set_index("rater")
+    assert overall.loc["judge-b", "offset"] > 0.15  # half of the 0.5 offset, less clipping
+    ba = tables["bland_altman"]
+    assert ba[["rater_a", "rater_b"]].values.tolist() == [["example-judge", "judge-b"]]
+    rob = tables["judge_robustness"]
+    assert set(rob["baseline"]) == {"control", "prompt"}
+    assert rob["n_judges"].eq(2).all() and rob["metric"].eq("behavior").all()
+    # The pooled rows are the main contrasts table's behavior rows.
+    pooled = tables["judge_contrasts"].query("judge == 'pooled'")
+    main = tables["contrasts"].query("metric == 'behavior'")
+    np.testing.assert_allclose(pooled["p_holm"].to_numpy(), main["p_holm"].to_numpy())
+    direct = stats.g_study(imported.scores)
+    np.testing.assert_allclose(g[g["method"].isna()]["variance"].to_numpy(),
+                               direct["variance"].to_numpy())
+
+
+def test_two_judges_with_one_repeat_say_test_retest_is_unknown() -> None:
+    tables = analyze((None, _two_judges(seed=5, n_repeats=1)), n_boot=100)
+    skipped = dict(zip(tables["skipped"]["analysis"], tables["skipped"]["reason"], strict=True))
+    assert "one repeat" in skipped["rater_reliability: test-retest"]
+    assert set(tables["rater_reliability"]["facet"]) == {"inter-rater"}
+    assert tables["g_study"]["confounded"].all()

@@ -19,6 +19,7 @@ import pandas as pd
 from steerstats import results, stats
 from steerstats.analysis import describe
 from steerstats.errors import DataError
+from steerstats.schema import AUTO_RATER
 
 __all__ = ["TABLES", "analyze", "analyze_results", "read_tidy", "write_tables"]
 
@@ -40,6 +41,21 @@ TABLES: dict[str, str] = {
     "metric x baseline, singular fits flagged",
     "reliability": "judge reliability per metric, overall (method empty) and per method "
     "(stats.reliability)",
+    "rater_reliability": "reliability by facet: each judge against its own repeats (test-retest) "
+    "and the judges against each other, repeats averaged (inter-rater); overall (method empty) "
+    "and per method (stats.rater_reliability)",
+    "g_study": "per metric (overall, method empty, and per method): REML variance components "
+    "of response, judge, response x judge and residual (stats.g_study)",
+    "decision_study": "G (relative) and Phi (absolute) reliability of the mean of n judges x n "
+    "repeats, for a grid of both (stats.decision_study)",
+    "rater_bias": "each judge's mean offset from the panel mean per metric, overall (method "
+    "empty) and per method, with query-clustered CIs (stats.rater_bias)",
+    "bland_altman": "limits of agreement between each pair of judges per metric "
+    "(stats.bland_altman)",
+    "judge_contrasts": "the paired contrasts pooled over judges and under each judge alone "
+    "(stats.judge_contrasts)",
+    "judge_robustness": "whether each contrast's conclusion (sign, significance after Holm) "
+    "holds under every judge (stats.judge_robustness)",
     "dose_curves": "means per strength for methods run at several strengths (from summary)",
     "dose_response": "per-query slopes of each metric on strength, anti-steerable flags "
                      "(stats.dose_response)",
@@ -162,6 +178,7 @@ def analyze(
         else "each response was judged once (one judge, one repeat), so agreement between "
         "judgings cannot be estimated",
     )
+    _judges(scores, present if len(methods) > 1 else [], run, skipped, n_boot, seed)
     sweep = _sweep(tables.get("summary"))
     run(
         "dose_curves",
@@ -248,6 +265,74 @@ def _reliability(
     )
     overall.insert(0, "method", np.nan)
     return pd.concat([overall, per_method], ignore_index=True)
+
+
+def _judges(
+    scores: pd.DataFrame,
+    baselines: Sequence[str],
+    run: Callable[[str, Callable[[], pd.DataFrame | None], str | None], None],
+    skipped: list[dict[str, str]],
+    n_boot: int,
+    seed: int | None,
+) -> None:
+    """The judge-panel tables: reliability by facet, G and D study, rater bias, Bland-Altman,
+    conclusions per judge; what one judge or one repeat leaves unknown goes to ``skipped``."""
+    rated = scores[scores["rater"].astype(str) != AUTO_RATER]
+    n_raters = rated.groupby("metric")["rater"].nunique()
+    n_repeats = rated.groupby(["metric", "rater"])["repeat"].nunique()
+    panel = sorted(str(m) for m in n_raters.index[n_raters >= 2])
+    repeated = sorted({str(m) for (m, _), k in n_repeats.items() if k >= 2})
+    single = sorted(str(m) for m in n_raters.index if str(m) not in panel)
+    names = ", ".join(f"{m} ({rated.loc[rated['metric'] == m, 'rater'].iloc[0]})"
+                      for m in single)
+
+    def per_method(fn: Callable[..., pd.DataFrame], **kw: object) -> pd.DataFrame:
+        overall = fn(scores, **kw)
+        overall.insert(0, "method", np.nan)
+        return pd.concat([overall, fn(scores, "method", **kw)], ignore_index=True)
+
+    run("rater_reliability",
+        lambda: per_method(stats.rater_reliability, n_boot=min(n_boot, 1000), seed=seed),
+        None if panel or repeated else "no metric was judged twice (neither repeats of a judge "
+        "nor two judges): a judge's agreement with itself and with other judges is unknown")
+    if panel and not repeated:
+        skipped.append({"analysis": "rater_reliability: test-retest", "reason": (
+            "each judge judged each response once (one repeat): how much a judge disagrees "
+            "with itself on a re-run is unknown, and the G study cannot separate it from the "
+            "judges ranking responses differently (its response:rater row holds both)")})
+    unknown = (": whether another judge would give the same scores and the same conclusions, "
+               "each judge's offset and the between-judge share of the error are unknown")
+    if not panel:
+        for name in ("g_study", "decision_study", "rater_bias", "bland_altman",
+                     "judge_contrasts", "judge_robustness"):
+            skipped.append({"analysis": name, "reason": (
+                f"one judge per metric ({names})" if names else "no judged metric") + unknown})
+        return
+    if single:
+        skipped.append({"analysis": "judge panels: " + ", ".join(single),
+                        "reason": f"one judge for {names}" + unknown})
+    vc: dict[str, pd.DataFrame] = {}
+
+    def g() -> pd.DataFrame:
+        vc["g"] = per_method(stats.g_study)
+        return vc["g"]
+
+    run("g_study", g, None)
+    run("decision_study", lambda: stats.decision_study(vc["g"]),
+        None if "g" in vc else "no variance components (the G study did not run)")
+    run("rater_bias", lambda: per_method(stats.rater_bias, n_boot=n_boot, seed=seed), None)
+    run("bland_altman", lambda: stats.bland_altman(scores, n_boot=n_boot, seed=seed), None)
+    con: dict[str, pd.DataFrame] = {}
+
+    def contrasts() -> pd.DataFrame:
+        con["c"] = stats.judge_contrasts(scores, baselines, n_boot=n_boot, seed=seed)
+        return con["c"]
+
+    no_contrasts = "no baseline method alongside another method, so no contrasts to check"
+    run("judge_contrasts", contrasts, None if baselines else no_contrasts)
+    run("judge_robustness", lambda: stats.judge_robustness(con["c"]),
+        None if "c" in con else (no_contrasts if not baselines else
+                                 "the per-judge contrasts did not run"))
 
 
 def _dose(scores: pd.DataFrame, tables: dict[str, pd.DataFrame], has_coherence: bool) -> None:

@@ -60,3 +60,18 @@ from .roles import *  # noqa: F403, E402
 from .roles import __all__ as _roles_all  # noqa: E402
 
 __all__ += _roles_all
+
+from .raters import *  # noqa: F403, E402
+from .raters import __all__ as _raters_all  # noqa: E402
+
+__all__ += _raters_all
+
+from .gstudy import *  # noqa: F403, E402
+from .gstudy import __all__ as _gstudy_all  # noqa: E402
+
+__all__ += _gstudy_all
+
+from .robustness import *  # noqa: F403, E402
+from .robustness import __all__ as _robustness_all  # noqa: E402
+
+__all__ += _robustness_all
