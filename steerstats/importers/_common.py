@@ -150,13 +150,14 @@ INT_COLUMNS = ("sample", "repeat")
 
 
 def coerce(frame: pd.DataFrame) -> pd.DataFrame:
-    """Fixed dtypes: floats (NaN for missing), int64 sample/repeat, text elsewhere (NaN missing)."""
+    """Fixed dtypes: floats (NaN for missing), int64 sample/repeat, text elsewhere (NaN missing;
+    pandas' string dtype is kept as it is, object otherwise)."""
     for col in frame.columns:
         if col in FLOAT_COLUMNS:
             frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
         elif col in INT_COLUMNS:
             frame[col] = frame[col].astype("int64")
-        elif col != "kept":
+        elif col != "kept" and not isinstance(frame[col].dtype, pd.StringDtype):
             frame[col] = frame[col].astype(object).where(frame[col].notna(), np.nan)
     return frame.reset_index(drop=True)
 

@@ -61,13 +61,15 @@ class SourceTable:
         wanted = list(rows)
         if self.path is None or self.path.suffix.lower() not in TEXT_SUFFIXES:
             return [None] * len(wanted)
+        if wanted and (self._lines is None or max(wanted) >= len(self._lines)):
+            self._lines = _record_lines(self.path, max(wanted) + 1)
         if self._lines is None:
-            self._lines = _record_lines(self.path)
+            return []
         return [int(self._lines[r]) if 0 <= r < len(self._lines) else None for r in wanted]
 
 
-def _record_lines(path: Path) -> np.ndarray:
-    """1-based start line of each non-empty data record (header excluded)."""
+def _record_lines(path: Path, upto: int) -> np.ndarray:
+    """1-based start line of the first ``upto`` non-empty data records (header excluded)."""
     delimiter = TEXT_SUFFIXES[path.suffix.lower()]
     starts: list[int] = []
     with path.open(newline="", encoding="utf-8", errors="replace") as handle:
@@ -76,6 +78,8 @@ def _record_lines(path: Path) -> np.ndarray:
         for record in reader:
             if record:
                 starts.append(line)
+                if len(starts) > upto:
+                    break
             line = reader.line_num + 1
     return np.asarray(starts[1:], dtype=np.int64)
 
@@ -226,8 +230,9 @@ def _read_text(path: Path, delimiter: str) -> SourceTable:
         first = str(exc).splitlines()[0]
         kind = delimiter_name(delimiter)
         raise DataError(f"{path}: cannot be read as {kind} ({first})") from None
-    frame = table.to_pandas()
+    frame = table.to_pandas(self_destruct=True)
     del table
+    pa.default_memory_pool().release_unused()  # parsing buffers: give them back to the system
     if not bad:
         n = len(frame)
         if n == 0:

@@ -10,6 +10,7 @@ imports in seconds; ``benchmarks/import_speed.py``).
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -25,7 +26,6 @@ from steerstats.importers._common import (
     coerce,
     file_info,
     frame_of,
-    row_key,
 )
 from steerstats.importers.read import SourceTable, read_source
 from steerstats.schema import GENERATION_COLUMNS, SCORE_COLUMNS
@@ -120,6 +120,7 @@ def import_table(
         if col not in frame:
             frame[col] = value
     _require(frame, label, src.frame.columns)
+    src.frame = src.frame.iloc[:0]  # the cells live on in ``frame`` only: memory for 200k rows
     metric_cols = _score_column_map(score_columns, frame, label)
     long_form = metric_cols is None and {"metric", "value"} <= set(frame.columns)
     ranges = _ranges(scale)
@@ -127,7 +128,9 @@ def import_table(
 
     frame = _design_cells(frame, rater)
     unmatched = _rejected_rows(src) + _unplaceable(frame, src, long_form)
-    frame = frame[frame["_why"].isna()].drop(columns="_why")
+    if frame["_why"].notna().any():
+        frame = frame[frame["_why"].isna()]
+    frame = frame.drop(columns="_why")
     frame["repeat"] = _whole_numbers(frame, "repeat", src)
 
     score_src = list(metric_cols.values()) if metric_cols else []
@@ -142,13 +145,11 @@ def import_table(
     elif long_form:
         _conflicts(frame, ["_rid", "metric", "rater", "repeat"], src, "rating")
 
-    firsts = frame.drop_duplicates("_rid").copy()
+    _, first_pos = np.unique(frame["_rid"].to_numpy(), return_index=True)
+    keep = [c for c in (*GENERATION_COLUMNS, "_rid", "_row") if c in frame]
+    firsts = frame[keep].take(first_pos)  # one row per response, ordered by _rid
     if "key" not in firsts:
-        firsts["key"] = [
-            row_key({**dict(zip(IDENTITY, cells, strict=True)), "sample": int(s)})
-            for *cells, s in zip(*(_key_cell(firsts[c]) for c in IDENTITY), firsts["sample"],
-                                 strict=True)
-        ]
+        firsts = firsts.assign(key=response_keys(firsts))
     if not firsts["key"].is_unique:
         dupes = firsts.loc[firsts["key"].duplicated(keep=False), "_row"].tolist()[:6]
         raise DataError(
@@ -159,7 +160,9 @@ def import_table(
         if col not in firsts:
             firsts[col] = np.nan
     generations = coerce(firsts[list(GENERATION_COLUMNS)].copy())
-    frame["key"] = frame["_rid"].map(pd.Series(firsts["key"].to_numpy(), index=firsts["_rid"]))
+    frame = frame.drop(columns=["response"])  # in ``generations`` now; the scores need none
+    frame["key"] = firsts["key"].to_numpy()[frame["_rid"].to_numpy()]
+    del firsts
 
     scores, score_flags, invalid = _scores(frame, metric_cols, long_form, ranges, src)
     flagged += score_flags
@@ -281,9 +284,23 @@ def _text(series: pd.Series) -> pd.Series:
 
 def _mapped(series: pd.Series, fn: Any) -> pd.Series:
     """``fn`` over the distinct non-missing values (fast for repetitive columns)."""
-    values = series.dropna().unique()
-    table = {v: fn(v) for v in values}
-    return series.map(table)
+    codes, uniques = pd.factorize(series)
+    return _repeated_text([fn(v) for v in uniques], codes, series.index)
+
+
+def _repeated_text(values: Sequence[Any], codes: np.ndarray, index: Any = None) -> pd.Series:
+    """Text column ``values[codes]`` (code -1: missing), built without a Python object per row."""
+    array = pd.array([None if pd.isna(v) else str(v) for v in values], dtype="str")
+    return pd.Series(array.take(codes, allow_fill=True), index=index)
+
+
+def _numbers(series: pd.Series) -> np.ndarray:
+    """Cells as float64 (NaN where missing or not a number), parsing each distinct cell once."""
+    if series.dtype.kind in "fiub":
+        return series.to_numpy(dtype="float64", na_value=np.nan)
+    codes, uniques = pd.factorize(series)
+    parsed = pd.to_numeric(pd.Series(np.asarray(uniques, dtype=object)), errors="coerce")
+    return np.append(parsed.to_numpy(dtype="float64", na_value=np.nan), np.nan)[codes]
 
 
 def _safe_slug(text: str) -> Any:
@@ -357,6 +374,8 @@ def _unplaceable(frame: pd.DataFrame, src: SourceTable, long_form: bool) -> list
         names = missing[has_gap].apply(lambda m: ", ".join(c for c in need if m[c]), axis=1)
         frame.loc[has_gap, "_why"] = "missing value in " + names
     bad = frame[frame["_why"].notna()]
+    if bad.empty:
+        return []
     lines = src.lines(bad["_row"])
     return [
         _report_row(src, r, str(r["_why"]), line)
@@ -441,9 +460,12 @@ def _responses(frame: pd.DataFrame, src: SourceTable) -> pd.DataFrame:
         return frame
     rid = frame.groupby([*design, "response", "_copy"], dropna=False, sort=False).ngroup()
     frame["_rid"] = rid.to_numpy()
-    firsts = frame.drop_duplicates("_rid")
-    sample = firsts.groupby(design, dropna=False, sort=False).cumcount()
-    frame["sample"] = frame["_rid"].map(pd.Series(sample.to_numpy(), index=firsts["_rid"]))
+    rids, first_pos = np.unique(rid.to_numpy(), return_index=True)
+    order = np.argsort(first_pos, kind="stable")  # responses in order of first appearance
+    firsts = frame[design].take(first_pos[order])
+    sample = np.empty(len(rids), dtype=np.int64)
+    sample[rids[order]] = firsts.groupby(design, dropna=False, sort=False).cumcount().to_numpy()
+    frame["sample"] = sample[rid.to_numpy()]
     return frame
 
 
@@ -466,12 +488,29 @@ def _conflicts(frame: pd.DataFrame, cell: list[str], src: SourceTable, what: str
     )
 
 
-def _key_cell(series: pd.Series) -> list[Any]:
-    """Cells as JSON-able key content: None for missing, floats as floats, text as text."""
+def response_keys(firsts: pd.DataFrame) -> list[str]:
+    """Each response's key: :func:`row_key` of its design cells and sample, built column-wise
+    (the canonical JSON of every distinct cell is made once) and hashed per row."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    parts: list[Any] = []
+    for i, name in enumerate(sorted((*IDENTITY, "sample"))):
+        parts += [("{" if i == 0 else ",") + f'"{name}":', pa.array(_json_cells(firsts[name]))]
+    blobs = pc.binary_join_element_wise(*parts, "}", "").to_pylist()
+    return [hashlib.sha256(b.encode("utf-8")).hexdigest() for b in blobs]
+
+
+def _json_cells(series: pd.Series) -> np.ndarray:
+    """Canonical JSON of each cell, as ``row_key`` writes it (None for missing)."""
+    codes, uniques = pd.factorize(series)
     if series.dtype.kind == "f":
-        return [None if np.isnan(v) else float(v) for v in series.to_numpy()]
-    return [None if v is None or (isinstance(v, float) and np.isnan(v)) else v
-            for v in series.astype(object).to_numpy()]
+        texts = [json.dumps(float(v)) for v in uniques]
+    elif series.dtype.kind in "iu":
+        texts = [json.dumps(int(v)) for v in uniques]
+    else:
+        texts = [json.dumps(v, ensure_ascii=False, default=str) for v in uniques]
+    return np.array([*texts, "null"], dtype=object)[codes]
 
 
 # ----------------------------------------------------------------------------- scores
@@ -484,49 +523,54 @@ def _scores(
     ranges: Mapping[str, tuple[float, float]],
     src: SourceTable,
 ) -> tuple[pd.DataFrame, list[dict[str, Any]], dict[str, int]]:
-    base = [*IDENTITY, "sample", "key", "rater", "repeat", "_row", "query", "response"]
-    base += ["prompt"] if "prompt" in frame else []
-    if metric_cols is not None:
-        parts = []
-        for metric, col in metric_cols.items():
-            part = frame[base].copy()
-            part["metric"] = metric
-            part["_raw"] = frame[col].to_numpy()
-            part["_column"] = col
-            part["_given"] = np.nan
-            parts.append(part)
-        long = pd.concat(parts, ignore_index=True) if parts else frame[base].iloc[:0]
-    elif long_form:
-        long = frame[base].copy()
-        long["metric"] = _text(frame["metric"]).to_numpy()
-        long["_raw"] = frame["value"].to_numpy()
-        long["_column"] = "value"
-        long["_given"] = frame["reason"].to_numpy() if "reason" in frame else np.nan
+    """The scores table (one row per rating), the unusable cells as flagged rows, and counts.
+
+    Columns are gathered by position (``pos``: the frame row of each rating), so the large
+    text columns of the source are never copied per metric."""
+    n = len(frame)
+    if metric_cols is not None and metric_cols and n:
+        pos = np.tile(np.arange(n), len(metric_cols))
+        metric = _repeated_text(list(metric_cols), np.repeat(np.arange(len(metric_cols)), n))
+        raw = pd.concat([frame[c].reset_index(drop=True) for c in metric_cols.values()],
+                        ignore_index=True)
+        column = np.repeat(list(metric_cols.values()), n)
+        given = pd.Series(np.nan, index=raw.index, dtype=object)
+    elif long_form and n:
+        pos = np.arange(n)
+        metric = _text(frame["metric"]).reset_index(drop=True)
+        raw = frame["value"].reset_index(drop=True)
+        column = np.full(n, "value", dtype=object)
+        given = (frame["reason"].reset_index(drop=True).astype(object) if "reason" in frame
+                 else pd.Series(np.nan, index=raw.index, dtype=object))
     else:
         return coerce(pd.DataFrame(columns=list(SCORE_COLUMNS))), [], {}
-    if long.empty:
-        return coerce(pd.DataFrame(columns=list(SCORE_COLUMNS))), [], {}
+    long = pd.DataFrame(
+        {c: frame[c].take(pos).reset_index(drop=True)
+         for c in (*IDENTITY, "sample", "key", "rater", "repeat")}
+    )
+    long["metric"] = metric
 
-    raw = long["_raw"]
-    number = pd.to_numeric(raw, errors="coerce").astype("float64").to_numpy()
+    number = _numbers(raw)
     missing = raw.isna().to_numpy()
     nan = np.isnan(number)
     not_number = ~missing & nan
     finite = np.isfinite(number)
     not_finite = ~missing & ~nan & ~finite
-    low = long["metric"].map({m: r[0] for m, r in ranges.items()}).to_numpy(dtype=float)
-    high = long["metric"].map({m: r[1] for m, r in ranges.items()}).to_numpy(dtype=float)
+    codes, names = pd.factorize(long["metric"])
+    bounds = np.array([ranges.get(str(m), (np.nan, np.nan)) for m in names] + [(np.nan, np.nan)],
+                      dtype=float).reshape(-1, 2)
+    low, high = bounds[codes, 0], bounds[codes, 1]
     with np.errstate(invalid="ignore"):
         outside = finite & ((number < low) | (number > high))
     huge = finite & ~outside & (np.abs(np.where(finite, number, 0.0)) > MAX_MAGNITUDE)
     valid = finite & ~huge & ~outside
     long["value"] = np.where(valid, number, np.nan)
 
-    given = long["_given"]
-    given_ok = given.notna() & (given.astype(str).str.len() > 0)
-    reason = pd.Series(np.where(given_ok, given.astype(object), None), index=long.index,
-                       dtype=object)
-    reason[missing & ~given_ok.to_numpy()] = "missing in source"
+    given_ok = given.notna().to_numpy().copy()
+    if given_ok.any():
+        given_ok &= given.astype(str).str.len().to_numpy() > 0
+    reason = pd.Series(np.where(given_ok, given.to_numpy(dtype=object), None), dtype=object)
+    reason[missing & ~given_ok] = "missing in source"
     flagged_mask = not_number | not_finite | huge | outside
     idx = np.flatnonzero(flagged_mask)
     texts = []
@@ -545,11 +589,12 @@ def _scores(
     reason[valid] = None
     long["reason"] = reason.to_numpy()
 
-    sub = long.iloc[idx]
-    lines = src.lines(sub["_row"])
+    sub = frame.iloc[pos[idx]]
+    lines = src.lines(sub["_row"]) if len(idx) else []
     flagged = [
-        {**_report_row(src, r, text, line), "kind": "score", "column": r["_column"]}
-        for (_, r), text, line in zip(sub.iterrows(), texts, lines, strict=True)
+        {**_report_row(src, r, text, line), "kind": "score", "column": col}
+        for (_, r), text, line, col in zip(sub.iterrows(), texts, lines, column[idx],
+                                           strict=True)
     ]
     counts = {
         "not a number": int(not_number.sum()),
@@ -557,7 +602,8 @@ def _scores(
         "too large": int(huge.sum()),
         "out of range": int(outside.sum()),
     }
-    return coerce(long[list(SCORE_COLUMNS)].copy()), flagged, counts
+    del raw, given, number, reason
+    return coerce(long[list(SCORE_COLUMNS)]), flagged, counts
 
 
 def describe_summary(summary: Mapping[str, Any]) -> str:
