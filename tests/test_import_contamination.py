@@ -69,9 +69,11 @@ def test_contaminated_rows_are_flagged_and_relabelled(mmlu_csv: Path) -> None:
         "(as_labelled=True keeps the study's label)",
     ]
     [info] = result.source["files"]
-    assert info["labels"]["autosteer"] == {"rows": 3, "contaminated": 2,
+    assert info["labels"]["autosteer"] == {"rows": 3, "with_instruction": 2, "contaminated": 2,
                                            "imported_as": "autosteer+prompt"}
-    assert info["labels"]["prompt"]["contaminated"] == 0  # prompt rows carry it by design
+    # prompt rows carry it by design: not contaminated
+    assert info["labels"]["prompt"] == {"rows": 1, "with_instruction": 1, "contaminated": 0,
+                                        "imported_as": "prompt"}
     assert result.source["contaminated"] == 3
 
     labelled = import_seed_study(mmlu_csv=mmlu_csv, as_labelled=True)
@@ -135,10 +137,12 @@ def test_seed_mmlu_auto_steer_rows_all_carry_the_instruction() -> None:
                                keep_unmatched=True)
     files = {f["study"]: f for f in result.source["files"]}
     labels = files["mmlu"]["labels"]
-    assert labels["autosteer"] == {"rows": 389, "contaminated": 389,
+    assert labels["autosteer"] == {"rows": 389, "with_instruction": 389, "contaminated": 389,
                                    "imported_as": "autosteer+prompt"}
-    assert labels["control"] == {"rows": 450, "contaminated": 0, "imported_as": "control"}
-    assert labels["prompt"]["rows"] == 449
+    assert labels["control"] == {"rows": 450, "with_instruction": 0, "contaminated": 0,
+                                 "imported_as": "control"}
+    assert labels["prompt"] == {"rows": 449, "with_instruction": 449, "contaminated": 0,
+                                "imported_as": "prompt"}
     assert all(v["contaminated"] == 0 for v in files["open"]["labels"].values())
     assert len(result.flagged) == 389 and result.flagged["kept"].all()
     mmlu = result.generations[result.generations.prompt_set == "mmlu"]

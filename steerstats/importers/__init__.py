@@ -16,7 +16,12 @@ from steerstats.importers._common import (
     ImportResult,
     row_key,
 )
-from steerstats.importers.contamination import PROMPTLESS, contaminated, relabel
+from steerstats.importers.contamination import (
+    PROMPTLESS,
+    carries_instruction,
+    contaminated,
+    relabel,
+)
 from steerstats.importers.read import read_source, read_table
 from steerstats.importers.seed import (
     METHOD_NAMES,
@@ -35,6 +40,7 @@ __all__ = [
     "SEED_STUDY_ALIASES",
     "UNMATCHED_COLUMNS",
     "ImportResult",
+    "carries_instruction",
     "contaminated",
     "describe_summary",
     "import_seed_study",

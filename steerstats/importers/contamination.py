@@ -16,7 +16,7 @@ import pandas as pd
 
 from steerstats.datasets import normalize_text
 
-__all__ = ["PROMPTLESS", "contaminated", "relabel"]
+__all__ = ["PROMPTLESS", "carries_instruction", "contaminated", "relabel"]
 
 PROMPTLESS: dict[str, str] = {
     "control": "prompt",
@@ -24,6 +24,21 @@ PROMPTLESS: dict[str, str] = {
     "agentic": "agentic+prompt",
 }
 """Methods that send no steering instruction -> the method a row is once it carries one."""
+
+
+def carries_instruction(
+    instructions: Sequence[Sequence[str]] | pd.Series,
+    system_prompts: Sequence[object] | pd.Series,
+) -> np.ndarray:
+    """Which rows' system prompt holds one of their steering instruction texts (matched
+    case-insensitively with whitespace collapsed; a missing prompt holds none)."""
+    out = np.zeros(len(system_prompts), dtype=bool)
+    for i, (texts, system) in enumerate(zip(instructions, system_prompts, strict=True)):
+        if system is None or pd.isna(system):  # type: ignore[arg-type]
+            continue
+        prompt = normalize_text(str(system)).lower()
+        out[i] = any(t and normalize_text(t).lower() in prompt for t in texts)
+    return out
 
 
 def contaminated(
@@ -48,15 +63,8 @@ def contaminated(
     -------
     numpy.ndarray of bool, one per row.
     """
-    out = np.zeros(len(methods), dtype=bool)
-    for i, (method, texts, system) in enumerate(
-        zip(methods, instructions, system_prompts, strict=True)
-    ):
-        if method not in PROMPTLESS or system is None or pd.isna(system):  # type: ignore[arg-type]
-            continue
-        prompt = normalize_text(str(system)).lower()
-        out[i] = any(t and normalize_text(t).lower() in prompt for t in texts)
-    return out
+    promptless = np.array([m in PROMPTLESS for m in methods], dtype=bool)
+    return promptless & carries_instruction(instructions, system_prompts)
 
 
 def relabel(method: str) -> str:

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from steerstats.datasets import normalize_text, parse_answer, slugify
@@ -29,7 +30,7 @@ from steerstats.importers._common import (
     row_key,
     tidy_frame,
 )
-from steerstats.importers.contamination import contaminated, relabel
+from steerstats.importers.contamination import carries_instruction, contaminated, relabel
 from steerstats.importers.read import read_source
 from steerstats.schema import AUTO_RATER, GENERATION_COLUMNS, SCORE_COLUMNS
 
@@ -215,7 +216,7 @@ def _import_seed_file(
     ]
     flagged: list[dict[str, Any]] = []
     labels = [normalize_method(str(m)) or slugify(str(m)) for m in data["steering_method"]]
-    dirty = _contamination(data, labels, resolved)
+    carries, dirty = _contamination(data, labels, resolved)
     occurrences: dict[tuple[str, ...], int] = {}
     spelling_folds = 0
     for index, row in enumerate(data.itertuples(index=False)):
@@ -362,7 +363,7 @@ def _import_seed_file(
                 "detail": "MMLU question matched only with 'behavior' read as 'behaviour'",
             }
         )
-    notes += _contamination_notes(path, data, labels, dirty, as_labelled)
+    notes += _contamination_notes(path, data, labels, carries, dirty, as_labelled)
     lines = src.lines([u["row"] for u in unmatched] + [f["row"] for f in flagged])
     for entry, line in zip([*unmatched, *flagged], lines, strict=True):
         entry.setdefault("line", line)
@@ -372,7 +373,7 @@ def _import_seed_file(
         unmatched=len(unmatched),
         imported=len(gens),
         rejected=len(src.rejected),
-        labels=_label_counts(labels, dirty, as_labelled),
+        labels=_label_counts(labels, carries, dirty, as_labelled),
         contamination_checked="system_prompt" in data.columns,
     )
     return gens, scores, unmatched, flagged, notes, info
@@ -397,24 +398,34 @@ def _judge_value(raw: Any) -> tuple[float, str | None]:
 
 def _contamination(
     data: pd.DataFrame, labels: list[str], resolved: Mapping[str, tuple[str, str] | str]
-) -> Any:
-    """Rows of a promptless method whose system prompt holds their query's instruction."""
+) -> tuple[Any, Any]:
+    """Rows whose system prompt holds their query's instruction, and those of them whose
+    method sends none (contaminated)."""
     if "system_prompt" not in data.columns:
-        return [False] * len(data)
+        none = np.zeros(len(data), dtype=bool)
+        return none, none
     texts = []
     for q in data["query"]:
         text = normalize_text(q)
         hit = resolved.get(text)
         texts.append((text, hit[1]) if isinstance(hit, tuple) else (text,))
-    return contaminated(labels, texts, data["system_prompt"])
+    carries = carries_instruction(texts, data["system_prompt"])
+    return carries, contaminated(labels, texts, data["system_prompt"])
 
 
-def _label_counts(labels: list[str], dirty: Any, as_labelled: bool) -> dict[str, Any]:
-    """Per study label (as a steerstats name): rows, contaminated rows, what they became."""
+def _label_counts(
+    labels: list[str], carries: Any, dirty: Any, as_labelled: bool
+) -> dict[str, Any]:
+    """Per study label (as a steerstats name): rows, rows whose system prompt holds the
+    query's instruction, contaminated rows (of those, a method that sends none), and what the
+    contaminated rows became."""
     out: dict[str, Any] = {}
-    for label, bad in zip(labels, dirty, strict=True):
-        entry = out.setdefault(label, {"rows": 0, "contaminated": 0, "imported_as": label})
+    for label, has, bad in zip(labels, carries, dirty, strict=True):
+        entry = out.setdefault(
+            label, {"rows": 0, "with_instruction": 0, "contaminated": 0, "imported_as": label}
+        )
         entry["rows"] += 1
+        entry["with_instruction"] += int(has)
         if bad:
             entry["contaminated"] += 1
             if not as_labelled:
@@ -423,10 +434,11 @@ def _label_counts(labels: list[str], dirty: Any, as_labelled: bool) -> dict[str,
 
 
 def _contamination_notes(
-    path: Path, data: pd.DataFrame, labels: list[str], dirty: Any, as_labelled: bool
+    path: Path, data: pd.DataFrame, labels: list[str], carries: Any, dirty: Any,
+    as_labelled: bool,
 ) -> list[dict[str, Any]]:
     notes = []
-    counts = _label_counts(labels, dirty, as_labelled)
+    counts = _label_counts(labels, carries, dirty, as_labelled)
     raw = dict(zip(labels, data["steering_method"], strict=True))
     for label, entry in counts.items():
         if not entry["contaminated"]:
