@@ -78,6 +78,20 @@ def test_two_judges_two_repeats_round_trip_into_160_responses_and_640_ratings(
     assert set(from_long.generations["key"]) == set(result.generations["key"])
 
 
+def test_ratings_without_response_text_are_grouped_by_design_cells() -> None:
+    table = judged_table().drop(columns=["response"])
+    result = import_table(table, score_columns=["behavior"])
+    assert len(result.generations) == 160 and len(result.scores) == 640
+    assert result.generations["response"].isna().all()
+    # with replicates, the sample column tells the responses apart
+    again = table.assign(sample=1, behavior=table["behavior"] % 5 + 1)  # other scores
+    two = pd.concat([table.assign(sample=0), again], ignore_index=True)
+    result = import_table(two, score_columns=["behavior"])
+    assert len(result.generations) == 320 and len(result.scores) == 1280
+    with pytest.raises(DataError, match="conflicting duplicates at rows 0, 640"):
+        import_table(two.drop(columns=["sample"]), score_columns=["behavior"])
+
+
 def four_rows() -> pd.DataFrame:
     return pd.DataFrame({
         "model": "m", "method": ["control", "control", "prompt", "prompt"], "query": "be funny",

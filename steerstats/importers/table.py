@@ -33,7 +33,7 @@ from steerstats.schema import GENERATION_COLUMNS, SCORE_COLUMNS
 __all__ = ["DECLARED_RANGES", "IDENTITY", "MAPPABLE", "describe_summary", "import_table"]
 
 MAPPABLE = tuple(dict.fromkeys((*GENERATION_COLUMNS, *SCORE_COLUMNS, "prompt")))
-REQUIRED = ("model", "method", "response")
+REQUIRED = ("model", "method")
 IDENTITY = ("model", "method", "strength", "query_id", "prompt_set", "prompt_id")
 TEXT_CELLS = ("model", "method", "query_id", "query", "prompt_set", "prompt_id", "prompt",
               "response", "rater")
@@ -105,8 +105,10 @@ def import_table(
     of appearance. Derived when absent: ``query_id`` = slug of the query text, ``query`` =
     ``query_id``, ``prompt_id`` = ``p-`` + digest of the prompt text, ``prompt_set`` "open",
     ``strength`` NaN, ``repeat`` 0, ``key`` = SHA-256 of the design cells and sample. Required:
-    model, method, response, a query (``query_id`` or ``query``) and a prompt (``prompt_id`` or
-    ``prompt``); a missing one raises DataError naming the file and column.
+    model, method, a query (``query_id`` or ``query``) and a prompt (``prompt_id`` or
+    ``prompt``); a missing one raises DataError naming the file and column. Without a
+    ``response`` column (a table of ratings only) responses are told apart by their design
+    cells and ``sample``, and their text is missing.
     """
     src = read_source(source)
     label = src.label
@@ -320,6 +322,9 @@ def _design_cells(frame: pd.DataFrame, rater: str) -> pd.DataFrame:
         if col in frame:
             frame[col] = _text(frame[col])
     frame["_why"] = None
+    if "response" not in frame:  # a table of ratings only: responses are their design cells
+        frame["response"] = pd.Series(pd.array([None] * len(frame), dtype="str"),
+                                      index=frame.index)
     if "query_id" not in frame:
         frame["query_id"] = _mapped(frame["query"], _safe_slug)
         nameless = frame["query"].notna() & frame["query_id"].isna()
