@@ -197,7 +197,7 @@ def import_(
         "--keep-unmatched", help="Keep rows that match no shipped query/prompt, under ids "
         "derived from their text (they are listed in unmatched.csv either way).")] = False,
     keep_duplicates: Annotated[bool, typer.Option(
-        "--keep-duplicates", help="TABLE: keep exact duplicate rows, each copy as a separate "
+        "--keep-duplicates", help="Keep exact duplicate rows, each copy as a separate "
         "response (default: report them in flagged.csv and drop them).")] = False,
     range_: Annotated[list[str] | None, typer.Option(
         "--range", help="METRIC=LOW,HIGH: the metric's valid range, e.g. --range "
@@ -229,7 +229,8 @@ def import_(
         result = import_seed_study(seed_open, seed_mmlu, model=model,
                                    rater="gpt-4o-mini" if rater == "imported" else rater,
                                    design_dir=design, extra_queries=extra_query or [],
-                                   keep_unmatched=keep_unmatched, as_labelled=as_labelled)
+                                   keep_unmatched=keep_unmatched, as_labelled=as_labelled,
+                                   keep_duplicates=keep_duplicates)
     path = result.write(out, fmt=fmt)
     typer.echo(f"imported {len(result.generations)} responses and {len(result.scores)} scores "
                f"into {path}; {result.n_unmatched} source rows could not be placed"

@@ -108,6 +108,20 @@ def test_contamination_is_recorded_in_the_results_directory(
     assert "autosteer+prompt" not in set(gens["method"])
 
 
+def test_seed_study_exact_duplicate_rows_are_reported_and_dropped(mmlu_csv: Path) -> None:
+    frame = pd.read_csv(mmlu_csv)
+    doubled = pd.concat([frame, frame.iloc[[0]]], ignore_index=True)
+    doubled.to_csv(mmlu_csv, index=False)
+    result = import_seed_study(mmlu_csv=mmlu_csv)
+    assert len(result.generations) == 5  # as without the copy
+    dup = result.flagged[result.flagged["kind"] == "duplicate"]
+    assert dup["row"].tolist() == [6] and not dup["kept"].any()
+    assert dup["reason"].tolist() == ["duplicate: the same cells as line 2; dropped"]
+    assert result.source["files"][0]["duplicates"] == 1
+    kept = import_seed_study(mmlu_csv=mmlu_csv, keep_duplicates=True)
+    assert len(kept.generations) == 6 and kept.generations["sample"].tolist()[-1] == 1
+
+
 def test_contaminated_needs_a_promptless_method_and_the_instruction() -> None:
     got = contaminated(
         ["autosteer", "autosteer", "prompt", "control", "agentic", "autosteer"],

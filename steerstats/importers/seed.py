@@ -187,6 +187,7 @@ def _import_seed_file(
     extra_queries: set[str],
     verify_aliases: bool,
     as_labelled: bool,
+    keep_duplicates: bool,
 ) -> tuple[
     list[dict[str, Any]],
     list[dict[str, Any]],
@@ -219,9 +220,31 @@ def _import_seed_file(
     carries, dirty = _contamination(data, labels, resolved)
     occurrences: dict[tuple[str, ...], int] = {}
     spelling_folds = 0
+    copies = data.groupby(list(data.columns), dropna=False, sort=False).ngroup().to_numpy()
+    first_of: dict[int, int] = {}
     for index, row in enumerate(data.itertuples(index=False)):
         row_number = int(src.rows[index])
         rec = row._asdict()
+        original = first_of.setdefault(int(copies[index]), row_number)
+        if original != row_number:
+            flagged.append(
+                {
+                    "file": str(path),
+                    "row": row_number,
+                    "kind": "duplicate",
+                    "column": None,
+                    "query": rec["query"],
+                    "method": rec["steering_method"],
+                    "prompt": normalize_text(str(rec["user_prompt"]))[:120],
+                    "reason": "kept as a separate response (keep_duplicates)"
+                    if keep_duplicates
+                    else "dropped",
+                    "kept": keep_duplicates,
+                    "_of": original,
+                }
+            )
+            if not keep_duplicates:
+                continue
         query_text = normalize_text(rec["query"])
         prompt_text = str(rec["user_prompt"])
         problems: list[str] = []
@@ -367,12 +390,19 @@ def _import_seed_file(
     lines = src.lines([u["row"] for u in unmatched] + [f["row"] for f in flagged])
     for entry, line in zip([*unmatched, *flagged], lines, strict=True):
         entry.setdefault("line", line)
+    for entry in flagged:
+        if "_of" in entry:  # a duplicate: name the row it repeats by its line
+            of = entry.pop("_of")
+            [of_line] = src.lines([of])
+            where = f"row {of}" if of_line is None else f"line {of_line}"
+            entry["reason"] = f"duplicate: the same cells as {where}; {entry['reason']}"
     info = file_info(path, src.n_rows)
     info.update(
         study=study,
         unmatched=len(unmatched),
         imported=len(gens),
         rejected=len(src.rejected),
+        duplicates=sum(f["kind"] == "duplicate" for f in flagged),
         labels=_label_counts(labels, carries, dirty, as_labelled),
         contamination_checked="system_prompt" in data.columns,
     )
@@ -475,6 +505,7 @@ def import_seed_study(
     extra_queries: Sequence[str] = (),
     keep_unmatched: bool = False,
     as_labelled: bool = False,
+    keep_duplicates: bool = False,
 ) -> ImportResult:
     """Import the seed study's open-prompt and/or MMLU result CSVs into the tidy tables.
 
@@ -518,6 +549,9 @@ def import_seed_study(
         place) is imported as ``prompt``, ``autosteer+prompt`` or ``agentic+prompt``. Either
         way each such row is in ``flagged`` (kind "contaminated"), counted per label in
         ``notes`` and in ``source["files"][i]["labels"]``. Keys do not depend on this option.
+    keep_duplicates
+        An exact duplicate row (every cell equal to an earlier row's) is listed in ``flagged``
+        (kind "duplicate") and dropped; with True it is kept as the next sample.
     """
     if open_csv is None and mmlu_csv is None:
         raise ValueError("give open_csv, mmlu_csv or both (paths to the seed study's result CSVs)")
@@ -552,6 +586,7 @@ def import_seed_study(
             extras,
             verify_aliases,
             as_labelled,
+            keep_duplicates,
         )
         gens += g
         scores += s
@@ -572,6 +607,7 @@ def import_seed_study(
             "extra_queries": sorted(extras),
             "keep_unmatched": keep_unmatched,
             "as_labelled": as_labelled,
+            "keep_duplicates": keep_duplicates,
         },
         "method_names": dict(METHOD_NAMES),
         "design": design.source,
