@@ -299,30 +299,69 @@ def import_(
     keep_unmatched: Annotated[bool, typer.Option(
         "--keep-unmatched", help="Keep rows that match no shipped query/prompt, under ids "
         "derived from their text (they are listed in unmatched.csv either way).")] = False,
+    keep_duplicates: Annotated[bool, typer.Option(
+        "--keep-duplicates", help="Keep exact duplicate rows, each copy as a separate "
+        "response (default: report them in flagged.csv and drop them).")] = False,
+    range_: Annotated[list[str] | None, typer.Option(
+        "--range", help="METRIC=LOW,HIGH: the metric's valid range, e.g. --range "
+        "toxicity=0,1 (repeatable); scores outside it become NaN with a reason. behavior and "
+        "coherence are 1-5 and accuracy 0-1 unless given.")] = None,
+    as_labelled: Annotated[bool, typer.Option(
+        "--as-labelled", help="Seed study: keep the study's method label on rows whose own "
+        "system prompt holds their query's steering instruction (default: re-label them, "
+        "e.g. Auto Steer -> autosteer+prompt). Either way they are listed in flagged.csv.")
+    ] = False,
     fmt: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
 ) -> None:
     """Turn results made elsewhere into a results directory.
 
     Either TABLE with a column mapping, or the seed study's CSVs (--seed-open / --seed-mmlu);
     analyze and report read the directory it writes. Rows that cannot be placed are written to
-    unmatched.csv and counted, never dropped silently.
+    unmatched.csv, and rows or scores not taken as they stood (duplicates, unusable scores,
+    contaminated conditions) to flagged.csv; all are counted, never dropped silently.
     """
-    from steerstats.importers import import_seed_study, import_table
+    from steerstats.importers import describe_summary, import_seed_study, import_table
 
     if (table is None) == (seed_open is None and seed_mmlu is None):
         raise typer.BadParameter("give either TABLE or --seed-open/--seed-mmlu (not both)")
     if table is not None:
         result = import_table(table, _pairs(map_, "--map"), defaults=_pairs(default, "--default"),
-                              score_columns=score or None, rater=rater)
+                              score_columns=score or None, rater=rater,
+                              scale=_ranges(range_), keep_duplicates=keep_duplicates)
     else:
         result = import_seed_study(seed_open, seed_mmlu, model=model,
                                    rater="gpt-4o-mini" if rater == "imported" else rater,
                                    design_dir=design, extra_queries=extra_query or [],
-                                   keep_unmatched=keep_unmatched)
+                                   keep_unmatched=keep_unmatched, as_labelled=as_labelled,
+                                   keep_duplicates=keep_duplicates)
     path = result.write(out, fmt=fmt)
     typer.echo(f"imported {len(result.generations)} responses and {len(result.scores)} scores "
                f"into {path}; {result.n_unmatched} source rows could not be placed"
                + (f" (see {path / 'unmatched.csv'})" if result.n_unmatched else ""))
+    if "summary" in result.source:
+        typer.echo(describe_summary(result.source["summary"]))
+    flags = result.flag_counts()
+    if flags:
+        typer.echo("flagged: " + ", ".join(f"{n} {kind}" for kind, n in sorted(flags.items()))
+                   + f" (see {path / 'flagged.csv'})")
+    for note in result.notes.itertuples():
+        if note.kind == "contaminated":
+            typer.echo(f"contaminated: {note.detail}")
+
+
+def _ranges(items: list[str] | None) -> dict[str, tuple[float, float]]:
+    """``--range METRIC=LOW,HIGH`` options as a dict; a malformed one is a one-line error."""
+    from steerstats.errors import DataError
+
+    out: dict[str, tuple[float, float]] = {}
+    for metric, bounds in _pairs(items, "--range").items():
+        try:
+            low, high = (float(b) for b in bounds.split(","))
+        except ValueError:
+            raise DataError(f"--range {metric}={bounds}: expected METRIC=LOW,HIGH with two "
+                            "numbers, e.g. --range behavior=1,5") from None
+        out[metric] = (low, high)
+    return out
 
 
 @app.command()

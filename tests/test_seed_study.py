@@ -31,9 +31,9 @@ def test_seed_study_report(tmp_path: Path) -> None:
     page = Path(done.stdout.strip().splitlines()[-1])
     assert page == out / "report" / "index.html"
     html = page.read_text()
-    for anchor in ("data", "published-means", "survive", "widths", "query-variance", "limits",
-                   "mmlu-means", "mmlu-contrasts", "mmlu-power", "open-means", "open-power",
-                   "methods"):
+    for anchor in ("data", "contamination", "published-means", "survive", "widths",
+                   "query-variance", "limits", "mmlu-means", "mmlu-contrasts", "mmlu-power",
+                   "open-means", "open-power", "methods"):
         assert f'<section id="{anchor}"' in html, anchor
     assert "<script" not in html
 
@@ -53,3 +53,21 @@ def test_seed_study_report(tmp_path: Path) -> None:
     assert "judged once per response" in html
     means = pd.read_csv(out / "published_means.csv")
     assert set(means.loc[means["mean"].isna(), "method"]) == {"autosteer+prompt"}
+
+    # Issue 16: every MMLU "Auto Steer" row carries the prompt method's instruction in its
+    # system prompt (389 of 389; control 0 of 450): those rows are Auto Steer + prompt, and the
+    # published Auto Steer numbers are set beside them, saying so.
+    found = pd.read_csv(out / "contamination.csv").set_index(["study", "label"])
+    assert found.loc[("mmlu", "autosteer"), ["rows", "contaminated"]].tolist() == [389, 389]
+    assert found.loc[("mmlu", "control"), ["rows", "with_instruction"]].tolist() == [450, 0]
+    assert found.loc[("mmlu", "prompt"), ["rows", "with_instruction"]].tolist() == [449, 449]
+    assert found.loc[("mmlu", "autosteer"), "imported_as"] == "autosteer+prompt"
+    assert found.xs("open")["contaminated"].sum() == 0
+    assert "389 of 389 rows the study labelled Auto Steer carry" in html
+    assert "what steering adds on top of the same prompt" in html
+    assert set(tests.loc[tests.method == "autosteer", "rows_method"]) == {"autosteer+prompt"}
+    assert tests["paired_diff"].notna().all()  # every published test found its rows
+    auto = means[(means.method == "autosteer")]
+    assert set(auto["rows_method"]) == {"autosteer+prompt"} and auto["mean"].notna().all()
+    flagged = pd.read_csv(out / "mmlu" / "flagged.csv")
+    assert (flagged["kind"] == "contaminated").sum() == 389  # listed whether imported or not

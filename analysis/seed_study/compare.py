@@ -9,6 +9,7 @@ each analysis treats the same kind of data: on the published rows we run both th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -54,10 +55,29 @@ def published_tests(path: Path, model: str = MODEL) -> pd.DataFrame:
     return out
 
 
-def means_table(published: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
-    """Published means beside the re-analysed rows' means and cluster-bootstrap intervals."""
-    ours = summary[["method", "metric", "n", "mean", "ci_low", "ci_high"]]
-    merged = published.merge(ours, on=["method", "metric"], how="left")
+def rows_method(published: pd.DataFrame, labels: Mapping[str, str] | None,
+                columns: tuple[str, ...] = ("method",)) -> pd.DataFrame:
+    """Add ``rows_<column>``: the method the published rows of each study label were imported
+    as (``labels``: study label -> imported method, e.g. autosteer -> autosteer+prompt for the
+    contaminated MMLU rows). A label the rows lack maps to nothing (NaN), so a published
+    Combined Approach is not matched with rows that are Auto Steer + prompt only by accident.
+    Without ``labels`` every label maps to itself."""
+    out = published.copy()
+    for col in columns:
+        out[f"rows_{col}"] = (out[col] if labels is None
+                              else out[col].map(lambda m: labels.get(m)))
+    return out
+
+
+def means_table(published: pd.DataFrame, summary: pd.DataFrame,
+                labels: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Published means beside the re-analysed rows' means and cluster-bootstrap intervals.
+
+    ``method`` is the study's label; ``rows_method`` what its published rows were imported as
+    (see :func:`rows_method`)."""
+    ours = summary[["method", "metric", "n", "mean", "ci_low", "ci_high"]].rename(
+        columns={"method": "rows_method"})
+    merged = rows_method(published, labels).merge(ours, on=["rows_method", "metric"], how="left")
     merged["ci_width"] = merged["ci_high"] - merged["ci_low"]
     inside = (merged["published"] >= merged["ci_low"]) & (merged["published"] <= merged["ci_high"])
     merged["published_in_ci"] = inside.astype(object).where(merged["mean"].notna(), None)
@@ -75,6 +95,7 @@ def tests_table(
     scores: pd.DataFrame,
     contrasts: pd.DataFrame,
     mixed_contrasts: pd.DataFrame | None,
+    labels: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """Each published test that the published rows allow, three ways.
 
@@ -82,17 +103,20 @@ def tests_table(
     response as independent, Bonferroni over the tests run here). ``paired_*``: steerstats'
     paired contrast (pairs matched on query and prompt, two-way cluster bootstrap, Holm).
     ``mixed_*``: the crossed mixed model's contrast (Satterthwaite df, Holm), for rated metrics.
-    ``width_ratio`` is the paired interval's width over the naive one's.
+    ``width_ratio`` is the paired interval's width over the naive one's. ``method`` and
+    ``baseline`` are the study's labels, ``rows_method`` and ``rows_baseline`` what their rows
+    were imported as (``labels``, see :func:`rows_method`).
     """
     values = _response_values(scores)
     methods = set(values["method"])
+    published = rows_method(published, labels, ("method", "baseline"))
     rows = []
     for _, test in published.iterrows():
-        if test["baseline"] not in methods or test["method"] not in methods:
+        if test["rows_baseline"] not in methods or test["rows_method"] not in methods:
             continue
         sel = values["metric"] == test["metric"]
-        a = values.loc[sel & (values["method"] == test["baseline"]), "value"].to_numpy(float)
-        b = values.loc[sel & (values["method"] == test["method"]), "value"].to_numpy(float)
+        a = values.loc[sel & (values["method"] == test["rows_baseline"]), "value"].to_numpy(float)
+        b = values.loc[sel & (values["method"] == test["rows_method"]), "value"].to_numpy(float)
         naive = sps.ttest_ind(b, a, equal_var=True)
         low, high = naive.confidence_interval(0.95)
         rows.append({**test.to_dict(), "naive_n": len(a) + len(b),
@@ -102,15 +126,17 @@ def tests_table(
     if out.empty:
         return out
     out["naive_p_bonferroni"] = np.minimum(1.0, out["naive_p"] * len(out))
+    keys = {"baseline": "rows_baseline", "method": "rows_method"}
+    on = ["metric", "rows_baseline", "rows_method"]
     paired = contrasts[["metric", "baseline", "method", "n_pairs", "diff", "ci_low", "ci_high",
-                        "p", "p_holm", "dz"]].rename(columns=lambda c: c if c in (
+                        "p", "p_holm", "dz"]].rename(columns=lambda c: keys.get(c, c) if c in (
                             "metric", "baseline", "method") else f"paired_{c}")
-    out = out.merge(paired, on=["metric", "baseline", "method"], how="left")
+    out = out.merge(paired, on=on, how="left")
     if mixed_contrasts is not None:
         mixed = mixed_contrasts[["metric", "baseline", "method", "estimate", "ci_low", "ci_high",
-                                 "df", "p_holm"]].rename(columns=lambda c: c if c in (
+                                 "df", "p_holm"]].rename(columns=lambda c: keys.get(c, c) if c in (
                                      "metric", "baseline", "method") else f"mixed_{c}")
-        out = out.merge(mixed, on=["metric", "baseline", "method"], how="left")
+        out = out.merge(mixed, on=on, how="left")
     out["naive_significant"] = out["naive_p_bonferroni"] < ALPHA
     out["paired_significant"] = out["paired_p_holm"] < ALPHA
     out["width_ratio"] = (out["paired_ci_high"] - out["paired_ci_low"]) / (

@@ -59,6 +59,103 @@ def import_and_analyze(seed_dir: Path, out: Path, n_boot: int) -> dict[str, obje
     return out_tables
 
 
+def study_labels(imported: object) -> dict[str, str]:
+    """Study label -> the method its rows were imported as, for labels whose rows were all
+    re-labelled (contaminated) or none; a label split between the two maps to itself."""
+    labels: dict[str, str] = {}
+    for info in imported.source["files"]:  # type: ignore[attr-defined]
+        for label, entry in info.get("labels", {}).items():
+            whole = entry["contaminated"] == entry["rows"]
+            labels[label] = entry["imported_as"] if whole else label
+    return labels
+
+
+def contamination_table(imports: dict[str, object]) -> pd.DataFrame:
+    """Per study file and method label: rows, rows whose system prompt holds their query's
+    steering instruction, those of them whose method sends none (contaminated), and the
+    method the contaminated rows were imported as."""
+    rows = []
+    for name in ("mmlu", "open"):
+        for info in imports[f"{name}_import"].source["files"]:  # type: ignore[attr-defined]
+            for label, entry in info.get("labels", {}).items():
+                rows.append({"study": name, "label": label, **entry})
+    return pd.DataFrame(rows, columns=["study", "label", "rows", "with_instruction",
+                                       "contaminated", "imported_as"])
+
+
+READS_AS = {
+    ("autosteer", "control"): "steering and the prompt together, against nothing",
+    ("autosteer", "prompt"): "what steering adds on top of the same prompt",
+    ("prompt", "control"): "the prompt alone",
+}
+
+
+def contamination_section(table: pd.DataFrame, tests: pd.DataFrame,
+                          published: pd.DataFrame) -> Section:
+    by = table.set_index(["study", "label"])
+
+    def count(study: str, label: str) -> str:
+        if (study, label) not in by.index:
+            return "no rows"
+        row = by.loc[(study, label)]
+        return f"{fmt.count(row['with_instruction'])} of {fmt.count(row['rows'])}"
+
+    dirty = table[table["contaminated"] > 0]
+    if dirty.empty:
+        return Section("contamination", "Condition contamination", [Text(
+            "No row of a method that sends no prompt (control, Auto Steer, agentic) carries "
+            "its query's steering instruction in its system prompt.")])
+    shown = tests[[(m, b) in READS_AS for m, b in zip(tests["method"], tests["baseline"],
+                                                       strict=True)]]
+    auto = shown[shown["method"] == "autosteer"]
+    on_prompt = auto[auto["baseline"] == "prompt"].set_index("metric")
+    effects = "; ".join(
+        f"{metric} {fmt.est_ci(r['paired_diff'], r['paired_ci_low'], r['paired_ci_high'], 3)}"
+        f" (Holm p {_p(r['paired_p_holm'])})" for metric, r in on_prompt.iterrows())
+    pub = published.set_index(["method", "metric"])["published"]
+    pub_auto = ", ".join(f"{m} {fmt.num(pub.get(('autosteer', m)), 3)}"
+                         for m in ("accuracy", "behavior", "coherence")
+                         if ("autosteer", m) in pub.index)
+    text = (
+        "**The MMLU snapshot's \"Auto Steer\" rows are Auto Steer + prompt.** "
+        f"{count('mmlu', 'autosteer')} rows the study labelled Auto Steer carry their query's "
+        "steering instruction in their system prompt (\"When answering, please be funny.\"), "
+        f"as the prompt method's rows do by design ({count('mmlu', 'prompt')}); control rows: "
+        f"{count('mmlu', 'control')}. The study's prompt method edits the shared message list in "
+        "place, so its MMLU Auto Steer condition sent the prompt too. The open-prompt study's "
+        f"Auto Steer rows are clean ({count('open', 'autosteer')}). steerstats' importer reads "
+        "this from the rows' own system prompts and imports them as `autosteer+prompt` (each "
+        "row is listed in `mmlu/flagged.csv`; `--as-labelled` keeps the study's label).\n\n"
+        "So the published MMLU comparisons with Auto Steer measure something else than their "
+        "names say: *Auto Steer − Control* is steering and the prompt together, and *Auto "
+        "Steer − Simple Prompting* is what steering adds on top of the same prompt. On the "
+        f"snapshot's rows (paired, clustered on queries and questions, 95% CI), steering on "
+        f"top of the prompt changes {effects}. No MMLU row measures Auto Steer alone, so the "
+        "accuracy and coherence cost the paper attributes to Auto Steer on MMLU is, in these "
+        "rows, the cost of steering added to a prompt. If the final runs behind the published "
+        "means used the same code, the published MMLU Auto Steer figures "
+        f"({compare.MODEL}: {pub_auto}) describe Auto Steer + prompt as well."
+    )
+    table_view = Table(pd.DataFrame({
+        "Published comparison": [f"{m} − {b}" for m, b in zip(shown["method"], shown["baseline"],
+                                                                strict=True)],
+        "Rows compared": [f"{m} − {b}" for m, b in zip(shown["rows_method"],
+                                                        shown["rows_baseline"], strict=True)],
+        "Reads as": [READS_AS[(m, b)] for m, b in zip(shown["method"], shown["baseline"],
+                                                       strict=True)],
+        "Metric": shown["metric"],
+        "Published diff": [fmt.num(d, 3) for d in shown["published_diff"]],
+        "Snapshot, paired [95% CI]": [
+            fmt.est_ci(d, lo, hi, 3) for d, lo, hi in
+            zip(shown["paired_diff"], shown["paired_ci_low"], shown["paired_ci_high"],
+                strict=True)],
+        "Holm p": [_p(p) for p in shown["paired_p_holm"]],
+    }), "Differences are method − baseline, by the study's labels; the rows compared are what "
+        "those labels hold once contamination is read from the system prompts.")
+    return Section("contamination", "Condition contamination: MMLU Auto Steer is Auto Steer + "
+                   "prompt", [Text(text), table_view])
+
+
 def _prefixed(section: Section, prefix: str, label: str) -> Section:
     blocks = [dataclasses.replace(b, name=f"{prefix}-{b.name}") if isinstance(b, Figure) else b
               for b in section.blocks]
@@ -106,7 +203,9 @@ def means_compare_section(table: pd.DataFrame) -> Section:
         "snapshot lacks)."
     )
     shown = Table(pd.DataFrame({
-        "Method": table["method"], "Metric": table["metric"],
+        "Method": [m if m == r or pd.isna(r) else f"{m} (rows: {r})"
+                   for m, r in zip(table["method"], table["rows_method"], strict=True)],
+        "Metric": table["metric"],
         "Published": [fmt.num(v, 3) for v in table["published"]],
         "Snapshot mean [95% CI]": [
             "no rows" if pd.isna(m) else fmt.est_ci(m, lo, hi, 3)
@@ -255,23 +354,26 @@ def build(seed_dir: Path, out: Path, n_boot: int = 2000) -> Path:
     mmlu: dict[str, pd.DataFrame] = tables["mmlu"]  # type: ignore[assignment]
     openp: dict[str, pd.DataFrame] = tables["open"]  # type: ignore[assignment]
     published = seed_dir / "results"
-    means = compare.means_table(compare.published_means(published /
-                                                        "paper_metrics_by_method_and_model.csv"),
-                                mmlu["summary"])
+    labels = study_labels(imports["mmlu_import"])
+    pub_means = compare.published_means(published / "paper_metrics_by_method_and_model.csv")
+    means = compare.means_table(pub_means, mmlu["summary"], labels)
     pub_tests = compare.published_tests(published / "paper_pairwise_ttests_bonferroni.csv")
     mmlu_scores = imports["mmlu_import"].scores  # type: ignore[attr-defined]
     tests = compare.tests_table(pub_tests, mmlu_scores, mmlu["contrasts"],
-                                mmlu.get("mixed_contrasts"))
+                                mmlu.get("mixed_contrasts"), labels)
+    contamination = contamination_table(imports)
     shares = {label: compare.variance_shares(t["variance_components"])
               for label, t in (("MMLU snapshot", mmlu), ("open-prompt study", openp))
               if "variance_components" in t}
-    comparison = {"published_means": means, "published_tests": tests}
+    comparison = {"published_means": means, "published_tests": tests,
+                  "contamination": contamination}
     for name, table in comparison.items():
         table.to_csv(out / f"{name}.csv", index=False)
     m_data = ReportData(mmlu, title="MMLU snapshot")
     o_data = ReportData(openp, title="open-prompt study")
     sections = [
         data_section(imports, tests),
+        contamination_section(contamination, tests, pub_means),
         means_compare_section(means),
         tests_section(tests, len(pub_tests)),
         widths_section(tests),
