@@ -23,20 +23,33 @@ FLAGS = (
 )
 
 
-def ensure_chromium() -> str | None:
-    """None when chromium and chromedriver are usable, else why not (after trying apt-get)."""
-    if Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists():
+def _apt_install(binaries: tuple[str, ...], packages: tuple[str, ...]) -> str | None:
+    """None when every path in ``binaries`` exists, else why not (after trying apt-get)."""
+    if all(Path(b).exists() for b in binaries):
         return None
+    what = "/".join(packages)
     if shutil.which("apt-get") is None:
-        return "chromium/chromedriver missing and apt-get is not available to install them"
-    for cmd in (["apt-get", "update", "-qq"],
-                ["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"]):
+        return f"{what} missing and apt-get is not available to install them"
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *packages]):
         done = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=900)
         if done.returncode != 0:
-            return f"could not install chromium: {' '.join(cmd)} -> {done.stderr.strip()[-300:]}"
-    if Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists():
+            return f"could not install {what}: {' '.join(cmd)} -> {done.stderr.strip()[-300:]}"
+    if all(Path(b).exists() for b in binaries):
         return None
-    return "apt-get ran but /usr/bin/chromium or /usr/bin/chromedriver is still missing"
+    return f"apt-get ran but {', '.join(binaries)} is still missing"
+
+
+def ensure_chromium() -> str | None:
+    """None when chromium and chromedriver are usable, else why not (after trying apt-get)."""
+    return _apt_install((CHROMIUM, CHROMEDRIVER), ("chromium", "chromium-driver"))
+
+
+PANDOC = "/usr/bin/pandoc"
+
+
+def ensure_pandoc() -> str | None:
+    """None when Debian's pandoc (the engine Quarto runs) is usable, else why not."""
+    return _apt_install((PANDOC,), ("pandoc",))
 
 
 @dataclass
