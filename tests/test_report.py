@@ -213,3 +213,70 @@ def test_builtin_report_in_chromium(results_dir: Path, builtin_page: Path) -> No
     assert visit.dom["charts"] == charts and len(charts) >= 7
     assert visit.dom["tables"] >= 8 and visit.dom["math"] >= 9 and visit.dom["scripts"] == 1
     assert (ARTIFACTS / "report.png").stat().st_size > 10_000
+
+
+def test_finding_comes_first_and_reads_from_the_tables(results_dir: Path) -> None:
+    data = load_report(results_dir)
+    sections = build_sections(data)
+    assert sections[0].id == "finding"
+    finding = sections[0]
+    text = finding.blocks[0].markdown  # type: ignore[union-attr]
+    tr = data.tables["tradeoff"]
+    best = tr.loc[tr["behavior_gain"].idxmax()]
+    assert f"{best['behavior_gain']:.2f} [{best['behavior_gain_ci_low']:.2f}, " in text
+    assert "Pareto-optimal arms" in text and "cannot tell" in text
+    names = [b.name for b in finding.blocks if isinstance(b, Figure)]
+    assert names == ["tradeoff", "dose"]
+    # The dose panel starts at strength 0: the baseline's mean.
+    dose = next(b for b in finding.blocks if isinstance(b, Figure) and b.name == "dose")
+    values = next(iter(dose.chart.to_dict()["datasets"].values()))
+    assert min(v["strength"] for v in values) == 0
+    # Changing the table changes the sentence.
+    changed = dict(data.tables)
+    changed["tradeoff"] = tr.assign(behavior_gain=tr["behavior_gain"] + 10)
+    other = sec.finding_section(ReportData(changed)).blocks[0].markdown  # type: ignore[union-attr]
+    assert f"{best['behavior_gain'] + 10:.2f}" in other
+
+
+def test_holm_family_is_stated(results_dir: Path) -> None:
+    contrasts = sec.contrasts_section(load_report(results_dir))
+    assert "Holm family:" in contrasts.blocks[0].markdown  # type: ignore[union-attr]
+
+
+@pytest.mark.browser
+def test_samples_show_every_arm_and_filter_in_chromium(results_dir: Path,
+                                                       builtin_page: Path) -> None:
+    import browser
+
+    why = browser.ensure_chromium()
+    if why:
+        pytest.skip(why)
+    visit = browser.visit(builtin_page, """
+        const first = document.querySelector('#samples details.sample-query');
+        const arms = Array.from(first.querySelectorAll('.sample-card strong'))
+          .map(e => e.textContent);
+        const all = document.getElementById('samples-all');
+        const before = all.querySelectorAll('.sample-card:not([hidden])').length;
+        const form = all.querySelector('form');
+        form.elements.query.value = 'be-rude';
+        form.elements.arm.value = 'caa';
+        form.elements.strength.value = '2';
+        form.dispatchEvent(new Event('change'));
+        const shown = Array.from(all.querySelectorAll('.sample-card:not([hidden])'));
+        return {arms: arms, before: before, formHidden: form.hidden,
+                shown: shown.map(c => [c.dataset.query, c.dataset.arm, c.dataset.strength]),
+                output: form.querySelector('output').textContent,
+                replies: first.querySelectorAll('pre').length};""")
+    assert visit.console == [] and visit.requests == []
+    generations, _ = report_tables.tidy()
+    open_rows = generations[generations["prompt_set"] == "open"]
+    arms = {f"{m} @ {s:g}" if s == s else m for m, s in zip(open_rows["method"],
+                                                             open_rows["strength"], strict=True)}
+    assert set(visit.dom["arms"]) == arms
+    assert visit.dom["replies"] > 0  # the judge's raw replies are in the page
+    assert visit.dom["before"] == len(generations) and not visit.dom["formHidden"]
+    expected = generations[(generations["query_id"] == "be-rude") &
+                           (generations["method"] == "caa") & (generations["strength"] == 2)]
+    assert len(visit.dom["shown"]) == len(expected) > 0
+    assert all(row == ["be-rude", "caa", "2"] for row in visit.dom["shown"])
+    assert visit.dom["output"] == f"{len(expected)} of {len(generations)} shown"

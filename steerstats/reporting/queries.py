@@ -59,7 +59,9 @@ def per_query_section(data: ReportData) -> Section:
     if not drawn:
         section.blocks.append(Text("No behaviour or coherence effect per query could be "
                                    "computed (no rated pairs with the baseline)."))
-    table = _sorted(qe, ["metric", "model", "diff"], [True, True, False])
+    order = {m: i for i, (m, _) in enumerate(METRICS)}
+    qe["metric_order"] = [order.get(m, len(order)) for m in qe["metric"]]
+    table = _sorted(qe, ["metric_order", "metric", "model", "diff"], [True, True, True, False])
     section.blocks.append(_display(table, [
         ("Model", _text("model")), ("Arm", _text("arm")), ("Query", _text("query_id")),
         ("Metric", _text("metric")),
