@@ -45,9 +45,10 @@ def _zero(axis: str) -> alt.Chart:
 
 
 def _ci_rule(base: alt.Chart, title: str, scale: alt.Scale | None = None) -> alt.Chart:
-    """The ci_low-ci_high interval of each row as a horizontal rule."""
+    """The ci_low-ci_high interval of each row as a horizontal rule, clipped to the plot so a
+    whisker beyond a fixed domain never runs across the axis labels."""
     x = alt.X("ci_low:Q", title=title, scale=alt.Undefined if scale is None else scale)
-    return base.mark_rule().encode(x=x, x2="ci_high:Q")
+    return base.mark_rule(clip=True).encode(x=x, x2="ci_high:Q")
 
 
 def _metric_rows(
@@ -194,7 +195,7 @@ def reliability_forest(
         enc["yOffset"] = alt.YOffset(f"{colour}:N")
     base = alt.Chart().encode(**enc)  # type: ignore[arg-type]
     rules = _ci_rule(base, "estimate (95% CI)", alt.Scale(domain=[-0.2, 1]))
-    points = base.mark_point(filled=True, size=50).encode(
+    points = base.mark_point(filled=True, size=50, clip=True).encode(
         x=f"{estimate}:Q",
         tooltip=[c for c in ["metric", "method", "statistic", estimate, "ci_low", "ci_high"]
                  if c in data],

@@ -58,7 +58,7 @@ def test_skips_are_reported_with_reasons() -> None:
     tables = analyze((None, scores), n_boot=100)
     reasons = dict(zip(tables["skipped"]["analysis"], tables["skipped"]["reason"], strict=True))
     assert set(reasons) == {"contrasts", "accuracy", "tradeoff", "mixed_model", "reliability",
-                            "dose_curves", "dose_response", "mde"}
+                            "dose_curves", "dose_response", "query_effects", "mde"}
     assert "mixed model did not run" in reasons["mde"]
     assert "judged once" in reasons["reliability"]
     assert "two methods" in reasons["mixed_model"]
@@ -131,3 +131,18 @@ def test_reliability_targets_a_shared_response_once_per_query() -> None:
     icc2 = overall[overall["statistic"] == "ICC2"].set_index("metric")
     counted = icc2["n_targets"] + icc2["n_targets_dropped"]  # dropped: an unparsed rating
     assert counted.to_dict() == {m: n_targets[m] for m in icc2.index}
+
+
+def test_query_effects_are_paired_prompt_means() -> None:
+    """The per-query heatmap's table: arm minus baseline over the prompts both share, after
+    averaging each prompt's judgings and samples."""
+    scores = example_scores(seed=2, n_queries=3, n_mmlu=0)
+    table = analyze((None, scores), n_boot=50)["query_effects"]
+    row = table[(table["metric"] == "behavior")].iloc[0]
+    rated = scores[(scores["metric"] == "behavior") & scores["value"].notna()
+                   & (scores["model"] == row["model"]) & (scores["query_id"] == row["query_id"])]
+    arm = rated[rated["method"] == row["method"]].groupby("prompt_id")["value"].mean()
+    base = rated[rated["method"] == row["baseline"]].groupby("prompt_id")["value"].mean()
+    shared = arm.index.intersection(base.index)
+    assert row["n_pairs"] == len(shared)
+    assert row["diff"] == pytest.approx((arm[shared] - base[shared]).mean())

@@ -111,3 +111,12 @@ def test_tradeoff_figure_without_any_cost_draws_the_gain(tables) -> None:  # typ
     chart = plots.tradeoff_figure(tr, costs=[("coherence_loss", "coherence loss"),
                                              ("accuracy_loss", "accuracy loss")])
     json.loads(chart.to_json())
+
+
+def test_reliability_whiskers_stay_inside_the_plot(tables) -> None:  # type: ignore[no-untyped-def]
+    """The reliability axis is fixed at [-0.2, 1]; an interval beyond it is clipped rather than
+    drawn across the axis labels."""
+    spec = plots.reliability_forest(tables["reliability"]).to_dict()
+    layers = spec["spec"]["layer"]
+    rules = [layer["mark"] for layer in layers if layer["mark"]["type"] == "rule"]
+    assert rules and all(mark.get("clip") is True for mark in rules)

@@ -44,9 +44,10 @@ def per_query_section(data: ReportData) -> Section:
         against = per_query[per_query["max"] < 0].sort_values("mean").index.tolist()
         if metric == "behavior":
             section.blocks.append(Text(
-                f"{fmt.plural(len(per_query), 'query', 'queries')}; on "
-                f"{fmt.plural(len(against), 'query', 'queries')} every arm lowered behaviour"
-                + (f": {fmt.listing([md(q) for q in against])}." if against else ".")
+                f"{fmt.plural(len(per_query), 'query', 'queries')}; "
+                + (f"on {fmt.plural(len(against), 'query', 'queries')} every arm lowered "
+                   f"behaviour: {fmt.listing([md(q) for q in against])}." if against else
+                   "on none did every arm lower behaviour.")
             ))
         shown = rows.assign(model=[label(m) for m in rows["model"]],
                             arm=[label(a) for a in rows["arm"]],
