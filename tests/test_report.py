@@ -19,7 +19,7 @@ from steerstats.reporting import (
     load_report,
 )
 from steerstats.reporting import sections as sec
-from steerstats.reporting.content import Figure, Text
+from steerstats.reporting.content import Figure, Table, Text
 from steerstats.reporting.render import block_html
 from steerstats.reporting.samples import FILTER_JS
 from steerstats.reporting.sections import SECTIONS
@@ -280,3 +280,20 @@ def test_samples_show_every_arm_and_filter_in_chromium(results_dir: Path,
     assert len(visit.dom["shown"]) == len(expected) > 0
     assert all(row == ["be-rude", "caa", "2"] for row in visit.dom["shown"])
     assert visit.dom["output"] == f"{len(expected)} of {len(generations)} shown"
+
+
+def test_statistics_notes_and_flags_are_shown(results_dir: Path) -> None:
+    """Columns the statistics may add are shown when present: a ``note`` (e.g. inference
+    withheld with too few queries) as a line and a table column, a ``singular`` fit flag."""
+    tables = dict(load_report(results_dir).tables)
+    tables["summary"] = tables["summary"].assign(note="too few queries (4 < 6): no interval")
+    tables["variance_components"] = tables["variance_components"].assign(
+        singular=lambda d: d["metric"] == "behavior")
+    data = ReportData(tables)
+    means = sec.means_section(data)
+    assert any("too few queries" in getattr(b, "markdown", "") for b in means.blocks)
+    table = next(b for b in means.blocks if isinstance(b, Table))
+    assert "Note" in table.frame.columns
+    mixed = sec.mixed_model_section(data)
+    assert any(getattr(b, "markdown", "").startswith("Singular fit for behavior")
+               for b in mixed.blocks)

@@ -280,6 +280,14 @@ def mixed_model_section(data: ReportData) -> Section:
                      for _, r in rows.iterrows()]
             lines.append(f"- {md(metric)}: {'; '.join(parts)}.")
         section.blocks.append(Text("\n".join(lines)))
+        singular = _singular(vc)
+        if singular:
+            section.blocks.append(Text(
+                f"Singular fit for {fmt.listing(_ms(singular))}: a variance component is "
+                "estimated at zero, so that model's intervals lean on a boundary estimate."))
+        notes = _notes(vc, "mixed models")
+        if notes:
+            section.blocks.append(notes)
         section.blocks.append(Figure(plots.variance_components_bars(vc), "Variance of each "
                                      "random effect and the residual, per metric.",
                                      "variance_components"))
@@ -312,6 +320,15 @@ def mixed_model_section(data: ReportData) -> Section:
     if accuracy is not None:
         section.blocks.extend(_accuracy_blocks(_with_arms(accuracy)))
     return section
+
+
+def _singular(table: pd.DataFrame) -> list[str]:
+    """Metrics whose fit is flagged singular (a ``singular`` column, when the analysis writes
+    one)."""
+    if "singular" not in table:
+        return []
+    flagged = table[table["singular"].astype("boolean").fillna(False)]
+    return sorted(flagged["metric"].astype(str).unique())
 
 
 def _accuracy_blocks(acc: pd.DataFrame) -> list[Block]:
