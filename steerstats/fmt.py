@@ -86,6 +86,9 @@ def listing(items: Iterable[object]) -> str:
 
 
 def plural(n: object, word: str, words: str | None = None) -> str:
-    """"1 query" / "3 queries"."""
-    k = int(float(n))  # type: ignore[arg-type]
+    """"1 query" / "3 queries"; "n/a queries" when ``n`` is missing."""
+    try:
+        k = int(float(n))  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return f"n/a {words or word + 's'}"
     return f"{k:,} {word if k == 1 else (words or word + 's')}"

@@ -46,9 +46,10 @@ def _zero(axis: str) -> alt.Chart:
 
 
 def _ci_rule(base: alt.Chart, title: str, scale: alt.Scale | None = None) -> alt.Chart:
-    """The ci_low-ci_high interval of each row as a horizontal rule."""
+    """The ci_low-ci_high interval of each row as a horizontal rule, clipped to the plot so a
+    whisker beyond a fixed domain never runs across the axis labels."""
     x = alt.X("ci_low:Q", title=title, scale=alt.Undefined if scale is None else scale)
-    return base.mark_rule().encode(x=x, x2="ci_high:Q")
+    return base.mark_rule(clip=True).encode(x=x, x2="ci_high:Q")
 
 
 def _metric_rows(
@@ -195,7 +196,7 @@ def reliability_forest(
         enc["yOffset"] = alt.YOffset(f"{colour}:N")
     base = alt.Chart().encode(**enc)  # type: ignore[arg-type]
     rules = _ci_rule(base, "estimate (95% CI)", alt.Scale(domain=[-0.2, 1]))
-    points = base.mark_point(filled=True, size=50).encode(
+    points = base.mark_point(filled=True, size=50, clip=True).encode(
         x=f"{estimate}:Q",
         tooltip=[c for c in ["metric", "method", "statistic", estimate, "ci_low", "ci_high"]
                  if c in data],
@@ -329,3 +330,212 @@ def parse_failure_bars(
         tooltip=tooltip,
     )
     return _metric_rows([bars], data, title, x="independent")
+
+
+# ------------------------------------------------------------------ the report's lead figures
+
+_WIDE = 1000
+
+
+def _extent(values: Sequence[float], pad: float = 0.08) -> tuple[float, float]:
+    """A domain covering ``values`` and 0, padded on both sides."""
+    finite = [float(v) for v in values if pd.notna(v)] + [0.0]
+    lo, hi = min(finite), max(finite)
+    span = hi - lo or 1.0
+    return lo - pad * span, hi + pad * span
+
+
+def place_labels(
+    points: pd.DataFrame, x: str, y: str, text: str, *, width: float, height: float,
+    x_domain: tuple[float, float], y_domain: tuple[float, float], char_px: float = 6.0,
+) -> pd.DataFrame:
+    """Positions for the ``text`` label of each point that overlap no other label or point.
+
+    Greedy, in pixel space: each label tries positions around its point, nearest first, and
+    takes the first free one inside the plot. Returns ``label_x``, ``label_y`` (data units, the
+    label's left end, vertically centred) and ``moved`` (True when a leader line helps).
+    """
+    def px(vx: float, vy: float) -> tuple[float, float]:
+        return ((vx - x_domain[0]) / (x_domain[1] - x_domain[0]) * width,
+                height - (vy - y_domain[0]) / (y_domain[1] - y_domain[0]) * height)
+
+    def data(ix: float, iy: float) -> tuple[float, float]:
+        return (x_domain[0] + ix / width * (x_domain[1] - x_domain[0]),
+                y_domain[0] + (height - iy) / height * (y_domain[1] - y_domain[0]))
+
+    def hit(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
+        return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+    centres = [px(float(vx), float(vy)) for vx, vy in zip(points[x], points[y], strict=True)]
+    taken: list[tuple[float, float, float, float]] = [
+        (cx - 6, cy - 6, cx + 6, cy + 6) for cx, cy in centres]
+    order = sorted(range(len(points)), key=lambda i: centres[i][1])
+    out_x, out_y, moved = [0.0] * len(points), [0.0] * len(points), [False] * len(points)
+    for i in order:
+        cx, cy = centres[i]
+        w, h = char_px * len(str(points[text].iloc[i])) + 4, 13.0
+        best = None
+        for step in range(1, 12):
+            d = 8.0 * step
+            for dx, dy in ((d, -d / 2), (d, d / 2), (-d - w, -d / 2), (-d - w, d / 2),
+                           (-w / 2, -d - h / 2), (-w / 2, d + h / 2), (d, 0.0), (-d - w, 0.0)):
+                box = (cx + dx, cy + dy - h / 2, cx + dx + w, cy + dy + h / 2)
+                inside = box[0] >= 0 and box[2] <= width + 40 and box[1] >= -4 and \
+                    box[3] <= height + 4
+                if inside and not any(hit(box, t) for t in taken):
+                    best = (box, step > 1)
+                    break
+            if best:
+                break
+        if best is None:  # crowded: keep the nearest spot; the table lists every arm
+            best = ((cx + 8, cy - 6.5, cx + 8 + w, cy + 6.5), False)
+        box, far = best
+        taken.append(box)
+        lx, ly = data(box[0], (box[1] + box[3]) / 2)
+        out_x[i], out_y[i], moved[i] = lx, ly, far
+    return pd.DataFrame({"label_x": out_x, "label_y": out_y, "moved": moved},
+                        index=points.index)
+
+
+def tradeoff_figure(
+    tradeoff: pd.DataFrame,
+    *,
+    costs: Sequence[tuple[str, str]],
+    gain: str = "behavior_gain",
+    pareto: str = "pareto",
+    baseline: str = "baseline",
+    width: int = _WIDE,
+) -> AnyChart:
+    """The report's lead figure: behaviour gained against each cost, one panel per cost.
+
+    One point per arm (``label`` column: the arm's name, e.g. "caa @ 4"), intervals both ways,
+    the baseline at the origin, Pareto-front arms filled; labels placed so they do not overlap.
+    Columns: model, label, ``gain`` and each cost with ``_ci_low``/``_ci_high``, ``pareto``.
+    Costs without values are left out; with none, behaviour gain is drawn alone per arm.
+    """
+    data = _check(tradeoff, ["model", "label", pareto, gain, f"{gain}_ci_low",
+                             f"{gain}_ci_high"], "tradeoff_figure")
+    data[pareto] = data[pareto].fillna(False).astype(bool)
+    present = [(c, t) for c, t in costs
+               if all(k in data for k in (c, f"{c}_ci_low", f"{c}_ci_high"))
+               and (data[c].notna() & data[gain].notna()).any()]
+    colour = _model_colour()
+    if not present:
+        rows = data[data[gain].notna()]
+        if rows.empty:
+            raise ValueError("tradeoff_figure(): no arm has a behaviour gain to draw")
+        base = alt.Chart(rows).encode(y=alt.Y("label:N", title=None, sort="-x"),
+                                      yOffset=alt.YOffset("model:N"), color=colour)
+        return alt.layer(
+            _zero("x"),
+            base.mark_rule().encode(x=alt.X(f"{gain}_ci_low:Q", title="behaviour gain"),
+                                    x2=f"{gain}_ci_high:Q"),
+            base.mark_point(filled=True, size=60).encode(x=f"{gain}:Q"),
+        ).properties(width=width, height=alt.Step(18))
+    panel_w = int((width - 60 * (len(present) - 1)) / len(present))
+    height = 340
+    panels = []
+    for cost, cost_title in present:
+        sub = data[data[cost].notna() & data[gain].notna()].copy()
+        origin = pd.DataFrame({"model": [""], "label": [f"{data[baseline].iloc[0]} (baseline)"
+                                                       if baseline in data else "baseline"],
+                               cost: [0.0], gain: [0.0]})
+        xd = _extent([*sub[f"{cost}_ci_low"], *sub[f"{cost}_ci_high"]])
+        yd = _extent([*sub[f"{gain}_ci_low"], *sub[f"{gain}_ci_high"]])
+        everyone = pd.concat([sub[["model", "label", cost, gain]], origin], ignore_index=True)
+        placed = place_labels(everyone, cost, gain, "label", width=panel_w, height=height,
+                              x_domain=xd, y_domain=yd)
+        everyone = everyone.join(placed)
+        xs = alt.Scale(domain=list(xd), nice=False, zero=False)
+        ys = alt.Scale(domain=list(yd), nice=False, zero=False)
+        base = alt.Chart(sub).encode(color=colour)
+        xerr = base.mark_rule(opacity=0.55).encode(
+            x=alt.X(f"{cost}_ci_low:Q", title=f"{cost_title} (positive = worse)", scale=xs),
+            x2=f"{cost}_ci_high:Q", y=alt.Y(f"{gain}:Q", title="behaviour gain", scale=ys))
+        yerr = base.mark_rule(opacity=0.55).encode(
+            x=alt.X(f"{cost}:Q", scale=xs), y=alt.Y(f"{gain}_ci_low:Q", scale=ys),
+            y2=f"{gain}_ci_high:Q")
+        points = base.mark_point(strokeWidth=2).encode(
+            x=alt.X(f"{cost}:Q", scale=xs), y=alt.Y(f"{gain}:Q", scale=ys),
+            size=alt.condition(f"datum['{pareto}']", alt.value(150), alt.value(60)),
+            fill=alt.condition(f"datum['{pareto}']", _model_colour(legend=False),
+                               alt.value("white")))
+        origin_mark = alt.Chart(origin).mark_square(size=90, color="#222").encode(
+            x=alt.X(f"{cost}:Q", scale=xs), y=alt.Y(f"{gain}:Q", scale=ys))
+        lab = alt.Chart(everyone)
+        leaders = lab.transform_filter("datum.moved").mark_rule(
+            color="#999", strokeWidth=0.7).encode(
+            x=alt.X(f"{cost}:Q", scale=xs), y=alt.Y(f"{gain}:Q", scale=ys),
+            x2="label_x:Q", y2="label_y:Q")
+        texts = lab.mark_text(align="left", baseline="middle", fontSize=11, limit=300,
+                              color="#222").encode(
+            x=alt.X("label_x:Q", scale=xs), y=alt.Y("label_y:Q", scale=ys), text="label:N")
+        panels.append(alt.layer(_zero("x"), _zero("y"), xerr, yerr, leaders, points,
+                                origin_mark, texts).properties(width=panel_w, height=height))
+    chart = panels[0] if len(panels) == 1 else alt.hconcat(*panels, spacing=50)
+    return chart.resolve_scale(color="shared")
+
+
+def dose_panel(curves: pd.DataFrame, *, width: int = _WIDE) -> AnyChart:
+    """Each metric against steering strength, one panel per model (and per scale: 1-5 ratings
+    and 0-1 accuracy apart), lines per metric (dash per method), intervals as bands.
+
+    Columns: model, method, metric, strength, mean, ci_low, ci_high; a strength-0 row per
+    metric is the baseline's mean (the caller adds it).
+    """
+    data = _check(curves, ["model", "method", "metric", "strength", "mean", "ci_low",
+                           "ci_high"], "dose_panel")
+    data["scale"] = ["accuracy (0-1)" if m == "accuracy" else "ratings" for m in data["metric"]]
+    models = data["model"].nunique()
+    metrics = sorted(data["metric"].astype(str).unique())
+    palette = {"behavior": "#1f77b4", "coherence": "#d62728", "accuracy": "#2ca02c"}
+    others = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+    colours = [palette.get(m) or others[i % len(others)] for i, m in enumerate(metrics)]
+    several = data["method"].nunique() > 1
+    panel_w = max(220, int((width - 40 * (models - 1)) / models))
+    base = alt.Chart().encode(
+        x=alt.X("strength:Q", title="steering strength (0 = baseline)"),
+        color=alt.Color("metric:N", scale=alt.Scale(domain=metrics, range=colours),
+                        legend=alt.Legend(orient="bottom")),
+        detail="method:N",
+    )
+    band = base.mark_area(opacity=0.15).encode(y=alt.Y("ci_low:Q", title="mean (95% CI)"),
+                                                y2="ci_high:Q")
+    line = base.mark_line(point=True).encode(
+        y="mean:Q",
+        strokeDash=alt.StrokeDash("method:N", legend=alt.Legend(orient="bottom")
+                                  if several else None),
+    )
+    return (
+        alt.layer(band, line, data=data).properties(width=panel_w, height=200)
+        .facet(column=alt.Column("model:N", title=None, header=_HEADER),
+               row=alt.Row("scale:N", title=None, header=_HEADER,
+                           sort=["ratings", "accuracy (0-1)"]))
+        .resolve_scale(y="independent")
+    )
+
+
+def query_heatmap(effects: pd.DataFrame, *, value: str = "diff") -> AnyChart:
+    """Paired effect per query (rows) x arm (columns), one panel per model; rows and columns
+    sorted by their mean effect, the value printed in each cell.
+
+    Columns: model, arm, query, ``value``.
+    """
+    data = _check(effects, ["model", "arm", "query", value], "query_heatmap")
+    rows = data.groupby("query")[value].mean().sort_values(ascending=False).index.tolist()
+    cols = data.groupby("arm")[value].mean().sort_values(ascending=False).index.tolist()
+    bound = float(data[value].abs().max()) if data[value].notna().any() else 1.0
+    bound = bound or 1.0
+    data["cell"] = [("" if pd.isna(v) else f"{v:+.2f}") for v in data[value]]
+    base = alt.Chart().encode(
+        x=alt.X("arm:N", sort=cols, title=None, axis=alt.Axis(labelAngle=-30, labelLimit=160)),
+        y=alt.Y("query:N", sort=rows, title=None, axis=alt.Axis(labelLimit=220)),
+    )
+    cells = base.mark_rect().encode(color=alt.Color(
+        f"{value}:Q", title="paired effect",
+        scale=alt.Scale(scheme="redblue", domain=[-bound, bound]),
+        legend=alt.Legend(orient="right")))
+    text = base.mark_text(fontSize=10).encode(text="cell:N")
+    return (alt.layer(cells, text, data=data)
+            .properties(width=alt.Step(64), height=alt.Step(20))
+            .facet(column=alt.Column("model:N", title=None, header=_HEADER)))

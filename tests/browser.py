@@ -23,20 +23,33 @@ FLAGS = (
 )
 
 
-def ensure_chromium() -> str | None:
-    """None when chromium and chromedriver are usable, else why not (after trying apt-get)."""
-    if Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists():
+def _apt_install(binaries: tuple[str, ...], packages: tuple[str, ...]) -> str | None:
+    """None when every path in ``binaries`` exists, else why not (after trying apt-get)."""
+    if all(Path(b).exists() for b in binaries):
         return None
+    what = "/".join(packages)
     if shutil.which("apt-get") is None:
-        return "chromium/chromedriver missing and apt-get is not available to install them"
-    for cmd in (["apt-get", "update", "-qq"],
-                ["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"]):
+        return f"{what} missing and apt-get is not available to install them"
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *packages]):
         done = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=900)
         if done.returncode != 0:
-            return f"could not install chromium: {' '.join(cmd)} -> {done.stderr.strip()[-300:]}"
-    if Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists():
+            return f"could not install {what}: {' '.join(cmd)} -> {done.stderr.strip()[-300:]}"
+    if all(Path(b).exists() for b in binaries):
         return None
-    return "apt-get ran but /usr/bin/chromium or /usr/bin/chromedriver is still missing"
+    return f"apt-get ran but {', '.join(binaries)} is still missing"
+
+
+def ensure_chromium() -> str | None:
+    """None when chromium and chromedriver are usable, else why not (after trying apt-get)."""
+    return _apt_install((CHROMIUM, CHROMEDRIVER), ("chromium", "chromium-driver"))
+
+
+PANDOC = "/usr/bin/pandoc"
+
+
+def ensure_pandoc() -> str | None:
+    """None when Debian's pandoc (the engine Quarto runs) is usable, else why not."""
+    return _apt_install((PANDOC,), ("pandoc",))
 
 
 @dataclass
@@ -48,7 +61,8 @@ class PageVisit:
     dom: dict[str, object] = field(default_factory=dict)
 
 
-def visit(page: Path, script: str, screenshot: Path | None = None) -> PageVisit:
+def visit(page: Path, script: str, screenshot: Path | None = None,
+          screenshot_height: float | None = None) -> PageVisit:
     """Load ``page``, run ``script`` (its return value is the visit's ``dom``), then close.
 
     ``requests`` lists every URL the page's document asked for, other than the page itself;
@@ -83,7 +97,8 @@ def visit(page: Path, script: str, screenshot: Path | None = None) -> PageVisit:
             size = metrics["cssContentSize"]
             shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
                 "format": "png", "captureBeyondViewport": True,
-                "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"],
+                "clip": {"x": 0, "y": 0, "width": size["width"],
+                         "height": min(size["height"], screenshot_height or size["height"]),
                          "scale": 1},
             })
             screenshot.parent.mkdir(parents=True, exist_ok=True)
@@ -92,3 +107,29 @@ def visit(page: Path, script: str, screenshot: Path | None = None) -> PageVisit:
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python tests/browser.py PAGE OUT.png``: a 1280 px wide screenshot of PAGE's first
+    screen (900 px) and, beside it, ``OUT-full.png`` of the whole page; prints any network
+    request or console message the page caused (there should be none)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("page", type=Path)
+    parser.add_argument("out", type=Path)
+    args = parser.parse_args(argv)
+    why = ensure_chromium()
+    if why:
+        print(why)
+        return 1
+    full = args.out.with_name(args.out.stem + "-full.png")
+    seen = visit(args.page, "return document.title", screenshot=full)
+    visit(args.page, "return document.title", screenshot=args.out, screenshot_height=900)
+    print(f"{args.out} (first screen), {full} (whole page)")
+    print(f"requests: {seen.requests or 'none'}; console: {seen.console or 'none'}")
+    return 0 if not seen.requests and not seen.console else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -69,7 +69,8 @@ def test_skips_are_reported_with_reasons() -> None:
     tables = analyze((None, scores), n_boot=100)
     reasons = dict(zip(tables["skipped"]["analysis"], tables["skipped"]["reason"], strict=True))
     assert set(reasons) == {"contrasts", "accuracy", "tradeoff", "mixed_model", "reliability",
-                            "dose_curves", "dose_response", "mde", *PANEL_TABLES}
+                            "dose_curves", "dose_response", "query_effects", "mde",
+                            *PANEL_TABLES}
     assert "judged twice" in reasons["rater_reliability"]
     assert "whether another judge would give the same scores" in reasons["judge_robustness"]
     assert "mixed model did not run" in reasons["mde"]
@@ -204,3 +205,18 @@ def test_two_judges_with_one_repeat_say_test_retest_is_unknown() -> None:
     assert "one repeat" in skipped["rater_reliability: test-retest"]
     assert set(tables["rater_reliability"]["facet"]) == {"inter-rater"}
     assert tables["g_study"]["confounded"].all()
+
+
+def test_query_effects_are_paired_prompt_means() -> None:
+    """The per-query heatmap's table: arm minus baseline over the prompts both share, after
+    averaging each prompt's judgings and samples."""
+    scores = example_scores(seed=2, n_queries=3, n_mmlu=0)
+    table = analyze((None, scores), n_boot=50)["query_effects"]
+    row = table[(table["metric"] == "behavior")].iloc[0]
+    rated = scores[(scores["metric"] == "behavior") & scores["value"].notna()
+                   & (scores["model"] == row["model"]) & (scores["query_id"] == row["query_id"])]
+    arm = rated[rated["method"] == row["method"]].groupby("prompt_id")["value"].mean()
+    base = rated[rated["method"] == row["baseline"]].groupby("prompt_id")["value"].mean()
+    shared = arm.index.intersection(base.index)
+    assert row["n_pairs"] == len(shared)
+    assert row["diff"] == pytest.approx((arm[shared] - base[shared]).mean())

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import re
@@ -21,8 +19,11 @@ from steerstats.reporting import (
     load_report,
 )
 from steerstats.reporting import sections as sec
-from steerstats.reporting.content import Figure, Text
+from steerstats.reporting.content import Figure, Table, Text
+from steerstats.reporting.render import block_html
+from steerstats.reporting.samples import FILTER_JS
 from steerstats.reporting.sections import SECTIONS
+from steerstats.results import write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -32,6 +33,9 @@ ARTIFACTS = ROOT / "test-artifacts"
 def results_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A results directory whose analysis tables are already written."""
     path = tmp_path_factory.mktemp("results")
+    generations, scores = report_tables.tidy()
+    write_results(path, generations, scores, {"source": "test"})  # first: analysis is newer
+    report_tables.judgements(scores).to_parquet(path / "judgements.parquet", index=False)
     analysis = path / "analysis"
     analysis.mkdir()
     for name, table in report_tables.tables().items():
@@ -43,29 +47,8 @@ def results_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def qmd_cells(path: Path) -> list[tuple[list[str], str]]:
-    """The python cells of a qmd, in order: (option lines, code)."""
-    text = path.read_text(encoding="utf-8")
-    cells = []
-    for body in re.findall(r"^```\{python\}\n(.*?)^```", text, flags=re.S | re.M):
-        options = [ln for ln in body.splitlines() if ln.startswith("#|")]
-        cells.append((options, body))
-    return cells
-
-
-def run_qmd(path: Path, results: Path) -> list[str]:
-    """Run the qmd's cells in one namespace as Quarto would, with ``results`` injected after
-    the parameters cell; return each cell's standard output."""
-    namespace: dict[str, object] = {}
-    outputs = []
-    for options, code in qmd_cells(path):
-        buffer = io.StringIO()
-        with contextlib.redirect_stdout(buffer):
-            exec(compile(code, str(path), "exec"), namespace)  # noqa: S102
-            if any("parameters" in o for o in options):
-                exec(f"results = {str(results)!r}", namespace)  # noqa: S102
-        outputs.append(buffer.getvalue())
-    return outputs
+qmd_cells = report_tables.qmd_cells
+run_qmd = report_tables.run_qmd
 
 
 def test_qmd_cells_render_every_section(results_dir: Path) -> None:
@@ -79,18 +62,32 @@ def test_qmd_cells_render_every_section(results_dir: Path) -> None:
     expected = build_sections(data)
     assert len(expected) == len(SECTIONS)
     for section in expected:
-        heading = f"## {section.title} {{#{section.id}}}"
-        assert markdown.count(heading) == 1, heading
-        # The cells print the same section objects the built-in renderer uses.
+        assert markdown.count(f"{{#{section.id}}}") == 1, section.id
+        # The cells print the same section objects, as the same HTML, as the built-in renderer.
         first = section.blocks[0]
-        assert isinstance(first, Text) and first.markdown in markdown
+        assert isinstance(first, Text) and block_html(first) in markdown
     n_figures = sum(isinstance(b, Figure) for s in expected for b in s.blocks)
-    assert markdown.count('<figure class="chart"') == n_figures >= 7
-    assert "<script" not in markdown and "<table" in markdown
+    assert markdown.count('<figure class="chart') == n_figures >= 7
+    assert markdown.count("<script") == 1 and FILTER_JS in markdown and "<table" in markdown
     # Every asis cell's output is balanced raw-HTML fencing (pandoc would otherwise swallow
     # the rest of the document).
     for out in outputs:
-        assert out.count("```{=html}") * 2 == out.count("```")
+        assert fences_balanced(out)
+
+
+def fences_balanced(markdown: str) -> bool:
+    """True when every raw-HTML block opened by a backtick fence is closed by the same fence."""
+    open_fence = None
+    for line in markdown.splitlines():
+        if open_fence is None:
+            m = re.match(r"^(`{3,})\{=html\}$", line)
+            if m:
+                open_fence = m.group(1)
+            elif line.startswith("```"):
+                return False
+        elif line == open_fence:
+            open_fence = None
+    return open_fence is None
 
 
 def test_text_numbers_come_from_tables(results_dir: Path) -> None:
@@ -153,7 +150,9 @@ def builtin_page(results_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 def test_cli_builtin_report(builtin_page: Path) -> None:
     html = builtin_page.read_text()
-    assert "<script" not in html
+    # One script, the samples filter, and a policy that allows only it and nothing remote.
+    assert html.count("<script") == 1 and f"<script>{FILTER_JS}</script>" in html
+    assert 'http-equiv="Content-Security-Policy"' in html and "default-src 'none'" in html
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
     assert "<math" in html and html.count("<svg") >= 7
 
@@ -212,5 +211,89 @@ def test_builtin_report_in_chromium(results_dir: Path, builtin_page: Path) -> No
     assert visit.dom["sections"] == [s.id for s in sections]
     assert visit.dom["headings"] == [s.title for s in sections]
     assert visit.dom["charts"] == charts and len(charts) >= 7
-    assert visit.dom["tables"] >= 8 and visit.dom["math"] >= 9 and visit.dom["scripts"] == 0
+    assert visit.dom["tables"] >= 8 and visit.dom["math"] >= 9 and visit.dom["scripts"] == 1
     assert (ARTIFACTS / "report.png").stat().st_size > 10_000
+
+
+def test_finding_comes_first_and_reads_from_the_tables(results_dir: Path) -> None:
+    data = load_report(results_dir)
+    sections = build_sections(data)
+    assert sections[0].id == "finding"
+    finding = sections[0]
+    text = finding.blocks[0].markdown  # type: ignore[union-attr]
+    tr = data.tables["tradeoff"]
+    best = tr.loc[tr["behavior_gain"].idxmax()]
+    assert f"{best['behavior_gain']:.2f} [{best['behavior_gain_ci_low']:.2f}, " in text
+    assert "Pareto-optimal arms" in text and "cannot tell" in text
+    names = [b.name for b in finding.blocks if isinstance(b, Figure)]
+    assert names == ["tradeoff", "dose"]
+    # The dose panel starts at strength 0: the baseline's mean.
+    dose = next(b for b in finding.blocks if isinstance(b, Figure) and b.name == "dose")
+    values = next(iter(dose.chart.to_dict()["datasets"].values()))
+    assert min(v["strength"] for v in values) == 0
+    # Changing the table changes the sentence.
+    changed = dict(data.tables)
+    changed["tradeoff"] = tr.assign(behavior_gain=tr["behavior_gain"] + 10)
+    other = sec.finding_section(ReportData(changed)).blocks[0].markdown  # type: ignore[union-attr]
+    assert f"{best['behavior_gain'] + 10:.2f}" in other
+
+
+def test_holm_family_is_stated(results_dir: Path) -> None:
+    contrasts = sec.contrasts_section(load_report(results_dir))
+    assert "Holm family:" in contrasts.blocks[0].markdown  # type: ignore[union-attr]
+
+
+@pytest.mark.browser
+def test_samples_show_every_arm_and_filter_in_chromium(results_dir: Path,
+                                                       builtin_page: Path) -> None:
+    import browser
+
+    why = browser.ensure_chromium()
+    if why:
+        pytest.skip(why)
+    visit = browser.visit(builtin_page, """
+        const first = document.querySelector('#samples details.sample-query');
+        const arms = Array.from(first.querySelectorAll('.sample-card strong'))
+          .map(e => e.textContent);
+        const all = document.getElementById('samples-all');
+        const before = all.querySelectorAll('.sample-card:not([hidden])').length;
+        const form = all.querySelector('form');
+        form.elements.query.value = 'be-rude';
+        form.elements.arm.value = 'caa';
+        form.elements.strength.value = '2';
+        form.dispatchEvent(new Event('change'));
+        const shown = Array.from(all.querySelectorAll('.sample-card:not([hidden])'));
+        return {arms: arms, before: before, formHidden: form.hidden,
+                shown: shown.map(c => [c.dataset.query, c.dataset.arm, c.dataset.strength]),
+                output: form.querySelector('output').textContent,
+                replies: first.querySelectorAll('pre').length};""")
+    assert visit.console == [] and visit.requests == []
+    generations, _ = report_tables.tidy()
+    open_rows = generations[generations["prompt_set"] == "open"]
+    arms = {f"{m} @ {s:g}" if s == s else m for m, s in zip(open_rows["method"],
+                                                             open_rows["strength"], strict=True)}
+    assert set(visit.dom["arms"]) == arms
+    assert visit.dom["replies"] > 0  # the judge's raw replies are in the page
+    assert visit.dom["before"] == len(generations) and not visit.dom["formHidden"]
+    expected = generations[(generations["query_id"] == "be-rude") &
+                           (generations["method"] == "caa") & (generations["strength"] == 2)]
+    assert len(visit.dom["shown"]) == len(expected) > 0
+    assert all(row == ["be-rude", "caa", "2"] for row in visit.dom["shown"])
+    assert visit.dom["output"] == f"{len(expected)} of {len(generations)} shown"
+
+
+def test_statistics_notes_and_flags_are_shown(results_dir: Path) -> None:
+    """Columns the statistics may add are shown when present: a ``note`` (e.g. inference
+    withheld with too few queries) as a line and a table column, a ``singular`` fit flag."""
+    tables = dict(load_report(results_dir).tables)
+    tables["summary"] = tables["summary"].assign(note="too few queries (4 < 6): no interval")
+    tables["variance_components"] = tables["variance_components"].assign(
+        singular=lambda d: d["metric"] == "behavior")
+    data = ReportData(tables)
+    means = sec.means_section(data)
+    assert any("too few queries" in getattr(b, "markdown", "") for b in means.blocks)
+    table = next(b for b in means.blocks if isinstance(b, Table))
+    assert "Note" in table.frame.columns
+    mixed = sec.mixed_model_section(data)
+    assert any(getattr(b, "markdown", "").startswith("Singular fit for behavior")
+               for b in mixed.blocks)

@@ -371,7 +371,12 @@ def build(seed_dir: Path, out: Path, n_boot: int = 2000) -> Path:
         table.to_csv(out / f"{name}.csv", index=False)
     m_data = ReportData(mmlu, title="MMLU snapshot")
     o_data = ReportData(openp, title="open-prompt study")
+    # The finding first (behaviour gained against coherence lost, open-prompt study), as in
+    # every steerstats report; to_html puts the section with id "finding" before the contents.
+    finding = dataclasses.replace(std.finding_section(o_data),
+                                  title="The finding (open-prompt study)")
     sections = [
+        finding,
         data_section(imports, tests),
         contamination_section(contamination, tests, pub_means),
         means_compare_section(means),

@@ -61,6 +61,8 @@ TABLES: dict[str, str] = {
                      "(stats.dose_response)",
     "steerability": "per model x method x metric: spread of the per-query slopes",
     "dose_selection": "strength chosen on half the prompts, evaluated on the other half",
+    "query_effects": "per model x arm x query x metric: mean paired difference from the first "
+                     "baseline over the prompts both share (descriptive, no interval)",
     "mde": "per rated metric: minimum detectable paired difference for this design and for "
            "twice the queries (stats.mde, from the fitted variance components)",
     "skipped": "analyses not run, with the reason",
@@ -188,6 +190,8 @@ def analyze(
     run("dose_response", lambda: _dose(scores, tables, "coherence" in metrics),
         None if sweep is not None and "behavior" in metrics else
         "no method was run at more than one strength on the behavior metric")
+    run("query_effects", lambda: query_effects(scores, present[0]),
+        None if present and len(methods) > 1 else "no baseline method alongside another method")
     vc = tables.get("variance_components")
     run("mde", lambda: _mde(scores, vc, tables["design"], seed),
         None if vc is not None else "no fitted variance components (the mixed model did not run)")
@@ -344,6 +348,28 @@ def _dose(scores: pd.DataFrame, tables: dict[str, pd.DataFrame], has_coherence: 
     tables["steerability"] = result.steerability
     tables["dose_selection"] = result.selection
     tables["dose_response"] = result.slopes
+
+
+def query_effects(scores: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """Mean paired difference (arm minus ``baseline``) per model x arm x query x metric.
+
+    Each response's ratings are averaged over judge repeats and samples per prompt, then paired
+    with the baseline's on (model, query, prompt). Columns: model, method, strength, query_id,
+    metric, baseline, diff, n_pairs. Descriptive: steerability per query, not an inference.
+    """
+    keys = ["model", "method", "strength", "query_id", "prompt_id", "metric"]
+    rated = scores[scores["value"].notna()].copy()
+    rated["strength"] = rated["strength"].astype(float)
+    cell = rated.groupby(keys, dropna=False)["value"].mean().reset_index()
+    base = cell[cell["method"] == baseline].drop(columns=["method", "strength"])
+    arms = cell[cell["method"] != baseline]
+    paired = arms.merge(base, on=["model", "query_id", "prompt_id", "metric"],
+                        suffixes=("", "_base"))
+    paired["diff"] = paired["value"] - paired["value_base"]
+    out = (paired.groupby(["model", "method", "strength", "query_id", "metric"], dropna=False)
+           .agg(diff=("diff", "mean"), n_pairs=("diff", "size")).reset_index())
+    out.insert(5, "baseline", baseline)
+    return out
 
 
 def _mde(scores: pd.DataFrame, components: pd.DataFrame, design: pd.DataFrame,

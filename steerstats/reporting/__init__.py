@@ -15,14 +15,15 @@ from pathlib import Path
 from typing import Literal
 
 from steerstats.errors import PrerequisiteError
-from steerstats.reporting.content import Figure, Section, Table, Text
-from steerstats.reporting.data import ReportData, read_manifest, read_tables
+from steerstats.reporting.content import Figure, Html, Section, Table, Text
+from steerstats.reporting.data import ReportData, read_manifest, read_tables, read_tidy_table
 from steerstats.reporting.render import section_markdown, to_html
 from steerstats.reporting.sections import SECTIONS, build_sections
 
 __all__ = [
     "SECTIONS",
     "Figure",
+    "Html",
     "ReportData",
     "Section",
     "Table",
@@ -55,7 +56,10 @@ def load_report(results: str | Path, *, title: str | None = None,
         tables = analyze_results(path, out=analysis, n_boot=n_boot)
     name = path.resolve().name
     return ReportData(tables=tables, manifest=read_manifest(path),
-                      title=title or f"steerstats report: {name}", source=str(path))
+                      title=title or f"steerstats report: {name}", source=str(path),
+                      generations=read_tidy_table(path, "generations"),
+                      scores=read_tidy_table(path, "scores"),
+                      judgements=read_tidy_table(path, "judgements"))
 
 
 def _stale(results: Path, analysis: Path) -> bool:

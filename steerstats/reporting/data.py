@@ -24,6 +24,10 @@ class ReportData:
     manifest: dict[str, Any] = field(default_factory=dict)
     title: str = "steerstats report"
     source: str = ""
+    #: The tidy tables the samples section reads (None when the folder has none).
+    generations: pd.DataFrame | None = None
+    scores: pd.DataFrame | None = None
+    judgements: pd.DataFrame | None = None
 
     def get(self, name: str) -> pd.DataFrame | None:
         """The table ``name``, or None when it is absent or has no rows."""
@@ -51,6 +55,25 @@ def read_tables(directory: str | Path) -> dict[str, pd.DataFrame]:
         except pd.errors.EmptyDataError:
             tables[csv.stem] = pd.DataFrame()
     return tables
+
+
+def read_tidy_table(results_dir: str | Path, name: str) -> pd.DataFrame | None:
+    """``<results_dir>/<name>.parquet`` (or ``.csv``) as read, or None when absent or empty.
+
+    The report shows these tables' text as it is; it needs no schema check beyond the columns
+    each section looks for.
+    """
+    base = Path(results_dir)
+    for ext in ("parquet", "csv"):
+        path = base / f"{name}.{ext}"
+        if not path.is_file():
+            continue
+        try:
+            table = pd.read_parquet(path) if ext == "parquet" else pd.read_csv(path)
+        except (ValueError, OSError, pd.errors.ParserError) as exc:
+            raise DataError(f"{path}: cannot be read ({exc}); re-export the results") from None
+        return None if table.empty else table
+    return None
 
 
 def read_manifest(results_dir: str | Path) -> dict[str, Any]:
