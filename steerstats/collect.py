@@ -313,7 +313,10 @@ def _generation_key(backend: Any, intervention: Any, request: GenerationRequest,
 
 
 def _query_part(query: Query) -> dict[str, Any]:
-    return {"id": query.id, "text": query.text, "criteria": query.criteria}
+    part = {"id": query.id, "text": query.text, "criteria": query.criteria}
+    if query.sentiment is not None:  # only when declared: keys of other queries are unchanged
+        part["sentiment"] = query.sentiment
+    return part
 
 
 def _prompt_part(prompt: Prompt) -> dict[str, Any]:
@@ -418,6 +421,11 @@ async def _plan(config: Experiment, session: Session, limit_queries: int | None,
                 limit_prompts: int | None, previous: Plan | None = None) -> Plan:
     """Build the plan; units ``previous`` already resolved (same session) are reused as is."""
     queries = experiment_queries(config, limit_queries)
+    for label, judge in session.judges.items():
+        try:
+            judge.check_queries(queries)
+        except ConfigError as exc:
+            raise ConfigError(f"{config.path}: judge {label!r}: {exc}") from None
     prompts = experiment_prompts(config, queries, limit_prompts)
     units = [
         _Unit(m.name, ms.column, strength, q)
