@@ -45,3 +45,8 @@ from .power import *  # noqa: F403, E402
 from .power import __all__ as _power_all  # noqa: E402
 
 __all__ += _power_all
+
+from .validity import *  # noqa: F403, E402
+from .validity import __all__ as _validity_all  # noqa: E402
+
+__all__ += _validity_all
