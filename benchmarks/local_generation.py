@@ -1,34 +1,40 @@
-"""Local backend throughput: tokens/s for single sequences vs batches of 8, and the cost of the
-CAA steering hook (steered vs unsteered), on the packaged SmolLM2-135M-Instruct.
+"""Local generation speed: our batched engine vs transformers' own ``generate()``, side by side
+in one process, at the same batch size, sampling and length, unsteered and steered.
 
-Goals (issue 5): batch-8 throughput >= 3x single-sequence; steering-hook overhead < 10%.
+Goals (issue 15): batched throughput >= 100 tokens/s (goal 150) on 2 cores; >= 1.0x
+``transformers.generate()`` at the same batch; steering-hook overhead < 10%.
 
-Run: ``python benchmarks/local_generation.py [--threads N] [--tokens 48] [--reps 3]``
-(the committed result used ``--threads 1``, as the demo preset does).
-Prints a summary and writes ``benchmarks/results/local_generation.json``. Each figure is the
-median over ``--reps`` repetitions, measured twice: per wall-clock second, and per CPU second
-of this process (``time.process_time``, all threads). On a machine shared with other work the
-wall-clock figures mostly measure the neighbours; the CPU-second figures are what the code
-costs (with one torch thread they approximate a dedicated core). The load average is recorded.
+Run: ``python benchmarks/local_generation.py [--threads 1 2] [--batch 8 32] [--tokens 32]
+[--reps 3]``. Every row of a batch generates exactly ``--tokens`` tokens (end-of-sequence is
+ignored by both engines, so they do the same work), sampled at temperature 0.7 with no top-k /
+top-p. Steered runs add the same CAA vector (strength 0.5, middle layer) to every row, through
+the same hook for both engines. Each figure is the median over ``--reps`` repetitions of
+tokens per wall-clock second; the order of the engines is rotated between repetitions so that
+a neighbour's burst of load does not always hit the same one. The 1-minute load average is
+recorded before and after: on a machine shared with other work the wall-clock figures also
+measure the neighbours. Writes ``benchmarks/results/local_generation.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
 
-from steerstats.backends.base import GenerationRequest, Steering
-from steerstats.backends.local import LocalBackend
-from steerstats.backends.steering import BatchSteering
+sys.path.insert(0, str(Path(__file__).parent))
+from _machine import write_result  # noqa: E402
+
+from steerstats.backends._local_engine import GenRow, LocalEngine  # noqa: E402
+from steerstats.backends.local import LocalBackend  # noqa: E402
+from steerstats.backends.steering import BatchSteering, SteeringVector  # noqa: E402
 
 PROMPTS = [
     "Write a story about a lighthouse keeper.",
@@ -40,181 +46,163 @@ PROMPTS = [
     "Describe the planets of the solar system.",
     "Write a short essay about the sea.",
 ]
+TEMPERATURE = 0.7
 RESULT = Path(__file__).parent / "results" / "local_generation.json"
 
 
-def request(prompt: str, max_tokens: int, steering: Steering | None = None) -> GenerationRequest:
-    return GenerationRequest(
-        [{"role": "user", "content": prompt}],
-        temperature=0.0,
-        max_tokens=max_tokens,
-        steering=steering,
-    )
+def prompts_ids(engine: LocalEngine, batch: int) -> list[list[int]]:
+    return [
+        engine.chat_ids([{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}])
+        for i in range(batch)
+    ]
 
 
-async def tokens_per_s(
-    backend: LocalBackend, reqs: list[GenerationRequest], concurrent: bool
+def run_engine(
+    engine: LocalEngine, prompts: list[list[int]], tokens: int, steer: tuple | None
 ) -> tuple[float, float]:
-    """(tokens per wall second, tokens per CPU second) for generating ``reqs``."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    if concurrent:
-        results = await asyncio.gather(*[backend.generate(r) for r in reqs])
-    else:
-        results = [await backend.generate(r) for r in reqs]
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    tokens = sum(r.completion_tokens or 0 for r in results)
-    return tokens / wall, tokens / cpu
+    """Tokens per (wall, CPU) second of one batch by our engine (end-of-sequence ignored)."""
+    rows = [
+        GenRow(p, tokens, temperature=TEMPERATURE, seed=i, steering=steer)
+        for i, p in enumerate(prompts)
+    ]
+    stop_ids = engine.stop_ids
+    engine.stop_ids = set()  # same work as generate(min_new_tokens=...) below
+    try:
+        start, cpu = time.perf_counter(), time.process_time()
+        out = engine.generate_rows(rows)
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    finally:
+        engine.stop_ids = stop_ids
+    assert all(len(o.tokens) == tokens for o in out)
+    return len(prompts) * tokens / seconds, len(prompts) * tokens / cpu
 
 
-def decode_step_seconds(
-    backend: LocalBackend, steering_rows: list | None, steps: int
+def run_hf(
+    engine: LocalEngine, prompts: list[list[int]], tokens: int, steer: tuple | None
 ) -> tuple[float, float]:
-    """(wall, CPU) seconds per batch-8 decode step with a KV cache, hooks registered or not."""
-    engine = backend._engine
-    assert engine is not None
-    prompts = [engine.chat_ids([{"role": "user", "content": p}]) for p in PROMPTS]
-    ids, mask, positions = engine.left_pad(prompts)
-    rows = steering_rows if steering_rows is not None else [None] * len(prompts)
-    with torch.inference_mode(), BatchSteering.patch(engine.model, rows):
-        cache = engine._new_cache()
-        out = engine.model(
+    """Tokens per (wall, CPU) second of transformers' ``generate()`` on the same batch."""
+    ids, mask, _ = engine.left_pad(prompts)
+    torch.manual_seed(0)
+    with torch.inference_mode(), BatchSteering.patch(engine.model, [steer] * len(prompts)):
+        start, cpu = time.perf_counter(), time.process_time()
+        out = engine.model.generate(
             input_ids=ids,
             attention_mask=mask,
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
+            do_sample=True,
+            temperature=TEMPERATURE,
+            top_k=0,
+            top_p=1.0,
+            max_new_tokens=tokens,
+            min_new_tokens=tokens,
+            pad_token_id=engine.pad_id,
         )
-        nxt = out.logits[:, -1].argmax(-1)
-        pos = positions[:, -1] + 1
-        wall, cpu = time.perf_counter(), time.process_time()
-        for _ in range(steps):
-            mask = torch.cat([mask, mask.new_ones((len(prompts), 1))], dim=1)
-            out = engine.model(
-                input_ids=nxt[:, None],
-                attention_mask=mask,
-                position_ids=pos[:, None],
-                past_key_values=cache,
-                use_cache=True,
-            )
-            nxt = out.logits[:, -1].argmax(-1)
-            pos = pos + 1
-        return (time.perf_counter() - wall) / steps, (time.process_time() - cpu) / steps
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    assert out.shape[1] - ids.shape[1] == tokens
+    return len(prompts) * tokens / seconds, len(prompts) * tokens / cpu
 
 
-def hook_call_seconds(backend: LocalBackend, vector, calls: int = 2000) -> float:
-    """Seconds for one call of the per-row steering hook on a batch-8 decode step's hidden
-    state (the hook's own cost, free of the timing noise of whole decode steps)."""
-    engine = backend._engine
-    assert engine is not None
-    steering = BatchSteering(engine.model, [(vector, 0.5)] * 4 + [None] * 4)
-    hook = steering._hook(vector.layer)
-    hidden = torch.randn(8, 1, engine.model.config.hidden_size)
-    with torch.inference_mode():
-        hook(None, None, hidden)
-        start = time.perf_counter()
-        for _ in range(calls):
-            hook(None, None, hidden)
-    return (time.perf_counter() - start) / calls
-
-
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+async def setup(
+    max_batch: int, dtype: str
+) -> tuple[LocalBackend, LocalEngine, SteeringVector]:
+    backend = LocalBackend("smollm2-135m-instruct", {"max_batch_size": max_batch, "dtype": dtype})
+    engine = await backend.engine()
+    info = await backend.build_caa_vector(
+        positive_system="You are a helpful assistant. In every reply, be cheerful and upbeat.",
+        neutral_system="You are a helpful assistant.",
+        prompts=PROMPTS,
     )
-    parser.add_argument("--tokens", type=int, default=48, help="new tokens per request")
+    vector = backend.vectors.get(info["digest"])
+    assert vector is not None
+    return backend, engine, vector
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, nargs="+", default=[2, 1])
+    parser.add_argument("--batch", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--dtype", nargs="+", default=["bfloat16", "float32"])
+    parser.add_argument("--tokens", type=int, default=32, help="new tokens per row")
     parser.add_argument("--reps", type=int, default=3, help="repetitions per figure (median)")
     parser.add_argument("--strength", type=float, default=0.5, help="CAA strength when steered")
     parser.add_argument("--out", type=Path, default=RESULT, help="where to write the JSON")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    load_before = os.getloadavg()[0]
-    backend = LocalBackend("smollm2-135m-instruct", {"max_batch_size": 8})
-    t0 = time.perf_counter()
-    await backend.engine()
-    load_s = time.perf_counter() - t0
-    info = await backend.build_caa_vector(
-        positive_system="You are a helpful assistant. In every reply, talk like a pirate.",
-        neutral_system="You are a helpful assistant.",
-        prompts=PROMPTS,
-    )
-    steer = Steering(
-        "caa", {"vector": info["digest"], "layer": info["layer"], "coefficient": args.strength}
-    )
-    vector = backend.vectors.get(info["digest"])
 
-    single, batch8, steered8, step_plain, step_hooked = [], [], [], [], []
-    await tokens_per_s(backend, [request(PROMPTS[0], 8)], concurrent=False)  # warm-up
-    for _ in range(args.reps):
-        single.append(
-            await tokens_per_s(backend, [request(p, args.tokens) for p in PROMPTS[:2]], False)
-        )
-        batch8.append(await tokens_per_s(backend, [request(p, args.tokens) for p in PROMPTS], True))
-        steered8.append(
-            await tokens_per_s(backend, [request(p, args.tokens, steer) for p in PROMPTS], True)
-        )
-        step_plain.append(decode_step_seconds(backend, None, 24))
-        step_hooked.append(decode_step_seconds(backend, [(vector, args.strength)] * 8, 24))
-    hook_s = hook_call_seconds(backend, vector)
-    await backend.aclose()
-
-    def med(values: list[tuple[float, float]], which: int) -> float:
-        return statistics.median(v[which] for v in values)
-
-    load_after = os.getloadavg()[0]
-    result: dict = {
-        "model": "smollm2-135m-instruct (float32)",
+    load_before = os.getloadavg()
+    figures: list[dict] = []
+    for dtype in args.dtype:
+        backend, engine, vector = asyncio.run(setup(max(args.batch), dtype))
+        steer = (vector, args.strength)
+        runners: dict[str, Callable[[list[list[int]]], tuple[float, float]]] = {
+            "engine": partial(run_engine, engine, tokens=args.tokens, steer=None),
+            "engine_steered": partial(run_engine, engine, tokens=args.tokens, steer=steer),
+            "hf_generate": partial(run_hf, engine, tokens=args.tokens, steer=None),
+            "hf_generate_steered": partial(run_hf, engine, tokens=args.tokens, steer=steer),
+        }
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            for batch in args.batch:
+                figures.append(measure(runners, dtype, threads, batch, engine, args.reps))
+        asyncio.run(backend.aclose())
+    best = max(figures, key=lambda r: r["wall"]["engine"])
+    result = {
+        "model": "smollm2-135m-instruct",
         "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
+        "transformers": __import__("transformers").__version__,
         "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "load_average_1m": [round(load_before, 2), round(load_after, 2)],
-        "model_load_s": round(load_s, 2),
-        "new_tokens_per_request": args.tokens,
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "new_tokens_per_row": args.tokens,
+        "temperature": TEMPERATURE,
+        "strength": args.strength,
         "reps": args.reps,
+        "figures": figures,
+        "goals": {"tokens_per_s_min": 100, "tokens_per_s_goal": 150, "vs_hf_min": 1.0,
+                  "hook_overhead_max": 0.10},
+        "best": {k: best[k] for k in ("dtype", "threads", "batch", "wall", "cpu")},
     }
-    for clock, which in (("wall", 0), ("cpu", 1)):
-        result[clock] = {
-            "single_tokens_per_s": round(med(single, which), 2),
-            "batch8_tokens_per_s": round(med(batch8, which), 2),
-            "batch8_speedup": round(med(batch8, which) / med(single, which), 2),
-            "batch8_steered_tokens_per_s": round(med(steered8, which), 2),
-            "steered_vs_unsteered_end_to_end": round(med(steered8, which) / med(batch8, which), 3),
-            "decode_step_s_unsteered": round(med(step_plain, which), 4),
-            "decode_step_s_steered": round(med(step_hooked, which), 4),
-            "hook_overhead_fraction": round(
-                med(step_hooked, which) / med(step_plain, which) - 1, 4
-            ),
+    write_result(args.out, result)
+
+
+def measure(
+    runners: dict[str, Callable[[list[list[int]]], tuple[float, float]]],
+    dtype: str,
+    threads: int,
+    batch: int,
+    engine: LocalEngine,
+    reps: int,
+) -> dict:
+    """Median tokens per wall and CPU second of every runner at one configuration."""
+    prompts = prompts_ids(engine, batch)
+    for run in runners.values():  # warm-up (first calls allocate)
+        run(prompts[: min(batch, 2)])
+    raw: dict[str, list[tuple[float, float]]] = {name: [] for name in runners}
+    names = list(runners)
+    for rep in range(reps):
+        for name in names[rep % len(names) :] + names[: rep % len(names)]:
+            raw[name].append(runners[name](prompts))
+    row: dict = {"dtype": dtype, "threads": threads, "batch": batch}
+    for clock, k in (("wall", 0), ("cpu", 1)):
+        med = {name: statistics.median(v[k] for v in values) for name, values in raw.items()}
+        row[clock] = {
+            **{name: round(v, 1) for name, v in med.items()},
+            "engine_vs_hf": round(med["engine"] / med["hf_generate"], 3),
+            "engine_vs_hf_steered": round(med["engine_steered"] / med["hf_generate_steered"], 3),
+            "hook_overhead": round(med["engine"] / med["engine_steered"] - 1, 4),
         }
-    result["hook_call_s"] = hook_s
-    result["hook_cost_fraction_of_step"] = round(hook_s / med(step_plain, 0), 6)
-    result["goals"] = {"batch8_speedup_min": 3.0, "hook_overhead_max": 0.10}
-    result["meets_goals"] = {
-        clock: {
-            "batch8_speedup": result[clock]["batch8_speedup"] >= 3.0,
-            "hook_overhead": result[clock]["hook_overhead_fraction"] < 0.10,
-        }
-        for clock in ("wall", "cpu")
-    }
-    result["raw"] = {
-        "single": single,
-        "batch8": batch8,
-        "steered8": steered8,
-        "step_plain": step_plain,
-        "step_hooked": step_hooked,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"torch threads {result['torch_threads']}, load average {result['load_average_1m']}")
-    for key in result["wall"]:
-        print(f"{key:>34}: wall {result['wall'][key]:>9}   cpu {result['cpu'][key]:>9}")
-    print(f"{'hook_call_s':>34}: {hook_s:.2e} ({result['hook_cost_fraction_of_step']:.4%} of a "
-          "batch-8 decode step)")
-    print(f"wrote {args.out}")
+    row["load_1m"] = round(os.getloadavg()[0], 2)
+    row["raw"] = {k: [[round(x, 1) for x in pair] for pair in v] for k, v in raw.items()}
+    w, c = row["wall"], row["cpu"]
+    print(
+        f"{dtype:>8} threads {threads} batch {batch:>3}: engine {w['engine']:6.1f} tok/s "
+        f"({c['engine']:6.1f}/cpu-s), steered {w['engine_steered']:6.1f}; generate() "
+        f"{w['hf_generate']:6.1f} ({c['hf_generate']:6.1f}/cpu-s), steered "
+        f"{w['hf_generate_steered']:6.1f}; engine/generate {w['engine_vs_hf']:.2f} "
+        f"(cpu {c['engine_vs_hf']:.2f}); hook {w['hook_overhead']:+.1%} "
+        f"(cpu {c['hook_overhead']:+.1%}); load {row['load_1m']}",
+        flush=True,
+    )
+    return row
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

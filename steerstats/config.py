@@ -19,7 +19,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     AliasChoices,
@@ -165,6 +165,7 @@ class QueryItem(_Spec):
     text: str = Field(min_length=1)
     id: str | None = None
     criteria: str | None = None
+    sentiment: Literal["positive", "negative"] | None = None  # for the sentiment judge
 
     @model_validator(mode="after")
     def _has_id(self) -> QueryItem:

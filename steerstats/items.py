@@ -8,16 +8,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Prompt", "Query"]
+__all__ = ["SENTIMENTS", "Prompt", "Query"]
+
+SENTIMENTS = (None, "positive", "negative")
 
 
 @dataclass(frozen=True)
 class Query:
-    """A steering query: the behaviour asked for ("be funny"), with optional judge criteria."""
+    """A steering query: the behaviour asked for ("be funny"), with optional judge criteria and,
+    for behaviours with a sign (the ``sentiment`` judge), the declared direction."""
 
     id: str
     text: str
     criteria: str | None = None
+    sentiment: str | None = None  # "positive" | "negative"
+
+    def __post_init__(self) -> None:
+        if self.sentiment not in SENTIMENTS:
+            raise ValueError(
+                f"query {self.id!r}: sentiment must be one of "
+                f"{', '.join(repr(s) for s in SENTIMENTS if s)} or left out, got {self.sentiment!r}"
+            )
 
 
 @dataclass(frozen=True)

@@ -37,8 +37,8 @@ def test_demo_subset_collects_caches_and_exports(tmp_path):
     run("init", "demo.toml", "--preset", "demo", cwd=tmp_path)
     spec = tmp_path / "demo.toml"
     text = spec.read_text()
-    assert "max_tokens = 48" in text
-    spec.write_text(text.replace("max_tokens = 48", "max_tokens = 12"))
+    assert "max_tokens = 40" in text
+    spec.write_text(text.replace("max_tokens = 40", "max_tokens = 12"))
     limits = ("--limit-queries", "1", "--limit-prompts", "1")
 
     first = run("collect", "demo.toml", "-q", *limits, cwd=tmp_path)
@@ -52,12 +52,15 @@ def test_demo_subset_collects_caches_and_exports(tmp_path):
     assert gens["error"].isna().all()
     cells = sorted(f"{m} {s:g}" for m, s in zip(gens["method"], gens["strength"], strict=True))
     assert cells == [
-        "caa 0.25",
-        "caa 0.5",
-        "caa 0.75",
-        "caa+prompt 0.5",
+        "caa 0.1",
+        "caa 0.2",
+        "caa 0.3",
+        "caa+prompt 0.2",
         "control nan",
         "prompt nan",
+        "random 0.1",
+        "random 0.2",
+        "random 0.3",
     ]
     assert set(scores["metric"]) == {
         "behavior",
@@ -67,6 +70,7 @@ def test_demo_subset_collects_caches_and_exports(tmp_path):
         "coherence_ppl",
         "coherence_nll",
         "capability_nll",
+        "sentiment",
     }
     # two rubric wordings per reply, one value per computed metric
     per_reply = scores.groupby(["key", "metric"]).size().unstack()

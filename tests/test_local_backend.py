@@ -280,3 +280,27 @@ def test_shared_prefix_scoring_matches_row_by_row(engine):
         assert out.token_logprobs == pytest.approx(alone.token_logprobs, abs=1e-4)
         if row.candidates is not None:
             assert out.candidate_logprobs == pytest.approx(alone.candidate_logprobs, abs=1e-4)
+
+
+def test_batched_sampling_draws_like_one_row_at_a_time():
+    """Sampling all rows at once picks, per row, the token that the row's own generator and
+    temperature pick by inverse CDF alone (greedy rows take the argmax)."""
+    from steerstats.backends._local_engine import GenRow
+
+    logits = torch.randn(5, 300, generator=torch.Generator().manual_seed(0)) * 3
+    temps = [0.7, 0.0, 1.0, 1.5, 0.3]
+    rows = [GenRow([1], 4, temperature=t, seed=10 + j) for j, t in enumerate(temps)]
+    for draw in range(20):
+        gens = [torch.Generator().manual_seed(1000 * draw + j) if t > 0 else None
+                for j, t in enumerate(temps)]
+        ref_gens = [torch.Generator().manual_seed(1000 * draw + j) if t > 0 else None
+                    for j, t in enumerate(temps)]
+        expected = []
+        for j, t in enumerate(temps):
+            if t == 0:
+                expected.append(int(logits[j].argmax()))
+                continue
+            cdf = torch.softmax(logits[j].double() / t, dim=-1).cumsum(0)
+            u = torch.rand((), generator=ref_gens[j], dtype=torch.float64)
+            expected.append(min(int(torch.searchsorted(cdf, u * cdf[-1], right=True)), 299))
+        assert LocalEngine._choose(logits, rows, gens) == expected

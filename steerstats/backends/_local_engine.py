@@ -217,18 +217,21 @@ class LocalEngine:
     def _choose(
         logits: torch.Tensor, rows: Sequence[GenRow], gens: Sequence[torch.Generator | None]
     ) -> list[int]:
-        greedy = logits.argmax(-1).tolist()
-        chosen: list[int] = []
-        for j, row in enumerate(rows):
-            gen = gens[j]
-            if row.temperature <= 0 or gen is None:
-                chosen.append(int(greedy[j]))
-                continue
-            probs = torch.softmax(logits[j].double() / row.temperature, dim=-1)
-            cdf = probs.cumsum(0)
-            u = torch.rand((), generator=gen, dtype=torch.float64)
-            k = int(torch.searchsorted(cdf, u * cdf[-1], right=True))
-            chosen.append(min(k, cdf.numel() - 1))
+        chosen: list[int] = logits.argmax(-1).tolist()
+        sampled = [j for j, row in enumerate(rows) if row.temperature > 0 and gens[j] is not None]
+        if not sampled:
+            return chosen
+        # All sampled rows at once (one softmax and cumsum over the batch, not one per row);
+        # each row still draws its own uniform number from its own generator.
+        index = torch.tensor(sampled, dtype=torch.long)
+        temps = torch.tensor([rows[j].temperature for j in sampled], dtype=torch.float64)
+        cdf = torch.softmax(logits[index].double() / temps[:, None], dim=-1).cumsum(-1)
+        u = torch.stack(
+            [torch.rand((), generator=gens[j], dtype=torch.float64) for j in sampled]
+        )
+        picks = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)[:, 0]
+        for j, k in zip(sampled, picks.clamp(max=cdf.shape[-1] - 1).tolist(), strict=True):
+            chosen[j] = int(k)
         return chosen
 
     @torch.inference_mode()

@@ -36,7 +36,10 @@ def experiment_queries(cfg: Experiment, limit: int | None = None) -> list[Query]
     of the file's and the argument's)."""
     spec = cfg.queries
     if spec.items is not None:
-        queries = [Query(id=q.query_id, text=q.text, criteria=q.criteria) for q in spec.items]
+        queries = [
+            Query(id=q.query_id, text=q.text, criteria=q.criteria, sentiment=q.sentiment)
+            for q in spec.items
+        ]
     else:
         source = str(cfg.resolve_path(spec.file)) if spec.file is not None else spec.set or "paper"
         field = "queries.file" if spec.file is not None else "queries.set"

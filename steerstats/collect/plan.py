@@ -18,7 +18,7 @@ from steerstats.collect.metering import (
 )
 from steerstats.collect.session import Session, run_sync
 from steerstats.config import Experiment
-from steerstats.errors import BudgetExceeded, SteerstatsError
+from steerstats.errors import BudgetExceeded, ConfigError, SteerstatsError
 from steerstats.items import Prompt, Query
 from steerstats.keys import KEY_VERSION, Fragment, cache_key, canonical_json, fragment
 from steerstats.methods.base import Intervention, Method
@@ -126,7 +126,10 @@ def _generation_key(backend: Any, intervention: Any, request: GenerationRequest,
 
 
 def _query_part(query: Query) -> dict[str, Any]:
-    return {"id": query.id, "text": query.text, "criteria": query.criteria}
+    part = {"id": query.id, "text": query.text, "criteria": query.criteria}
+    if query.sentiment is not None:  # only when declared: keys of other queries are unchanged
+        part["sentiment"] = query.sentiment
+    return part
 
 
 def _prompt_part(prompt: Prompt) -> dict[str, Any]:
@@ -231,6 +234,11 @@ async def build_plan(config: Experiment, session: Session, limit_queries: int | 
                 limit_prompts: int | None, previous: Plan | None = None) -> Plan:
     """Build the plan; units ``previous`` already resolved (same session) are reused as is."""
     queries = experiment_queries(config, limit_queries)
+    for label, judge in session.judges.items():
+        try:
+            judge.check_queries(queries)
+        except ConfigError as exc:
+            raise ConfigError(f"{config.path}: judge {label!r}: {exc}") from None
     prompts = experiment_prompts(config, queries, limit_prompts)
     units = [
         _Unit(m.name, ms.column, strength, q)

@@ -14,7 +14,6 @@ import pandas as pd
 
 from steerstats.datasets._files import data_json
 from steerstats.errors import DataError
-from steerstats.items import Prompt, Query
 
 SHIPPED_QUERY_SETS = ("paper",)
 N_HARD = 5  # the last five topic prompts of each shipped list are at odds with the behaviour
@@ -55,9 +54,11 @@ def load_queries(name_or_path: str | Path = "paper") -> list[Query]:
     """Steering queries: a shipped set by name ("paper": the study's 14) or a file.
 
     A file may be ``.txt`` (one query a line; blank lines and ``#`` comments skipped), ``.json``
-    (a list of strings or of objects with ``text`` and optional ``id``, ``criteria``) or ``.csv``
-    (column ``text``, optional ``id``, ``criteria``). Ids default to the slug of the text; a
-    query whose id has shipped criteria gets them unless the file gives its own.
+    (a list of strings or of objects with ``text`` and optional ``id``, ``criteria``,
+    ``sentiment``) or ``.csv`` (column ``text``, optional ``id``, ``criteria``, ``sentiment``:
+    "positive" or "negative", the direction the ``sentiment`` judge scores). Ids default to
+    the slug of the text; a query whose id has shipped criteria gets them unless the file gives
+    its own.
     """
     if str(name_or_path) in SHIPPED_QUERY_SETS:
         return [
@@ -85,7 +86,13 @@ def load_queries(name_or_path: str | Path = "paper") -> list[Query]:
             )
         seen[qid] = n
         criteria = rec.get("criteria") or criteria_text(qid)
-        queries.append(Query(id=qid, text=text, criteria=criteria))
+        sentiment = rec.get("sentiment") or None
+        if sentiment not in SENTIMENTS:
+            raise DataError(
+                f"{path}: query {n} ({qid}): sentiment must be 'positive' or 'negative' (or "
+                f"empty), got {sentiment!r}"
+            )
+        queries.append(Query(id=qid, text=text, criteria=criteria, sentiment=sentiment))
     if not queries:
         raise DataError(f"{path}: no queries found")
     return queries

@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +56,11 @@ class Judge(ABC):
     """
 
     metrics: tuple[str, ...] = ()
+
+    def check_queries(self, queries: Sequence[Query]) -> None:
+        """Raise ConfigError, naming them, if some queries lack what this judge needs (checked
+        when a run is planned, before any call). Judges that need nothing accept any."""
+        return None
 
     def applies_to(self, prompt: Prompt) -> bool:
         """Whether this judge scores generations for ``prompt`` (MMLU grading: mmlu only)."""

@@ -75,3 +75,8 @@ from .robustness import *  # noqa: F403, E402
 from .robustness import __all__ as _robustness_all  # noqa: E402
 
 __all__ += _robustness_all
+
+from .validity import *  # noqa: F403, E402
+from .validity import __all__ as _validity_all  # noqa: E402
+
+__all__ += _validity_all
