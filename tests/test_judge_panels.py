@@ -11,9 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from steerstats.analysis import analyze
-from steerstats.collect.cache import Cache
 from steerstats.cli import app
 from steerstats.collect import status, with_plan
+from steerstats.collect.cache import Cache
 from steerstats.config import load_config
 from steerstats.results import read_results
 from tests.fake_openai_server import FakeOpenAIServer

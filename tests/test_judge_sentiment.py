@@ -10,15 +10,16 @@ from pathlib import Path
 import pytest
 
 from steerstats.collect import collect, estimate
-from steerstats.config import load_config, parse_config
+from steerstats.collect.export import tables
+from steerstats.collect.inputs import experiment_queries
+from steerstats.config import JudgeSpec, load_config, parse_config
 from steerstats.datasets import load_queries
 from steerstats.errors import ConfigError
-from steerstats.grid import experiment_queries
+from steerstats.items import Query
 from steerstats.judges import create_judge, registry
 from steerstats.judges.base import JudgeInput, Prompt
 from steerstats.judges.sentiment import compound
-from steerstats.methods.base import Intervention, Query
-from steerstats.tidy import tables
+from steerstats.methods.base import Intervention
 
 # VADER's own README examples (vaderSentiment 3.3.2, "Code Examples"), compound scores as
 # printed there.
@@ -90,7 +91,7 @@ def test_registered_as_an_automatic_metric_on_minus_one_to_one() -> None:
     info = registry.info("sentiment")
     assert info.metadata == {"metrics": ("sentiment",), "scale": (-1, 1)}
     judge = create_judge("sentiment")
-    assert judge.rater == "auto"
+    assert JudgeSpec(name="sentiment").rater_label == "auto"  # computed: no judge model
     assert judge.identity()["vader"] == "3.3.2"
 
 

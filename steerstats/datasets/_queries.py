@@ -14,6 +14,7 @@ import pandas as pd
 
 from steerstats.datasets._files import data_json
 from steerstats.errors import DataError
+from steerstats.items import SENTIMENTS, Prompt, Query
 
 SHIPPED_QUERY_SETS = ("paper",)
 N_HARD = 5  # the last five topic prompts of each shipped list are at odds with the behaviour

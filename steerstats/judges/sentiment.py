@@ -19,9 +19,9 @@ from typing import Any
 
 from steerstats.backends.base import Backend
 from steerstats.errors import ConfigError, pip_dependency_error
+from steerstats.items import Query
 from steerstats.judges._registry import judge
 from steerstats.judges.base import Judge, JudgeInput, Score
-from steerstats.items import Query
 
 SIGN = {"positive": 1.0, "negative": -1.0}
 
