@@ -39,7 +39,7 @@ from typing import Any
 
 import diskcache
 
-from steerstats.collect.ledger import Ledger
+from steerstats.collect.ledger import Ledger, drain
 from steerstats.errors import SteerstatsError
 from steerstats.keys import KEY_VERSION, cache_key
 from steerstats.redact import redact, secret_values
@@ -300,7 +300,6 @@ def _record_text(record: Mapping[str, Any]) -> str:
 
 
 _Pending = tuple[str, str, asyncio.AbstractEventLoop, "asyncio.Future[None]"]
-_BATCH = 512  # most results per transaction
 
 
 class _Writer:
@@ -331,17 +330,7 @@ class _Writer:
                 first = self._queue.get()
                 if first is None:
                     return
-                batch = [first]
-                stop = False
-                while len(batch) < _BATCH:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is None:
-                        stop = True
-                        break
-                    batch.append(item)
+                batch, stop = drain(self._queue, first)
                 error: BaseException | None = None
                 try:
                     with self._dc.transact(retry=True):

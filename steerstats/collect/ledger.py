@@ -37,7 +37,23 @@ __all__ = ["HEARTBEAT_S", "LEASE_S", "Ledger", "LedgerTotals", "Refusal", "last_
 
 LEASE_S = 30.0  # a claim not renewed for this long belongs to nobody (its owner died)
 HEARTBEAT_S = 5.0  # how often a live owner renews its claims
-_BATCH = 512
+_BATCH = 512  # most queued items per transaction
+
+
+def drain(q: queue.SimpleQueue[Any], first: Any, limit: int = _BATCH) -> tuple[list[Any], bool]:
+    """``first`` and whatever else ``q`` holds now, up to ``limit`` items, for one transaction;
+    ``stop`` is True when the queue's ``None`` sentinel was among them."""
+    batch = [first]
+    while len(batch) < limit:
+        try:
+            item = q.get_nowait()
+        except queue.Empty:
+            break
+        if item is None:
+            return batch, True
+        batch.append(item)
+    return batch, False
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS attempts(
@@ -252,17 +268,7 @@ class Ledger:
                     first = ("renew", None, None)
                 if first is None:
                     return
-                batch = [first]
-                stop = False
-                while len(batch) < _BATCH:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is None:
-                        stop = True
-                        break
-                    batch.append(item)
+                batch, stop = drain(self._queue, first)
                 if time.time() >= next_beat:
                     batch.append(("renew", None, None))
                     next_beat = time.time() + HEARTBEAT_S
