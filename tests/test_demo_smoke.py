@@ -72,9 +72,12 @@ def test_demo_subset_collects_caches_and_exports(tmp_path):
         "capability_nll",
         "sentiment",
     }
-    # two rubric wordings per reply, one value per computed metric
+    # two rubric wordings per reply, each its own rater with one repeat; one computed value
     per_reply = scores.groupby(["key", "metric"]).size().unstack()
     assert (per_reply["behavior"] == 2).all() and (per_reply["coherence_ppl"] == 1).all()
+    rubric = scores[scores.metric.isin(["behavior", "coherence"])]
+    assert set(rubric["rater"]) == {"smollm2/wording-1", "smollm2/wording-2"}
+    assert (rubric["repeat"] == 0).all()
     # the steered model loses more on the reference text as the strength rises
     cap = scores[(scores.metric == "capability_nll") & (scores.method == "caa")]
     by_strength = cap.groupby("strength")["value"].mean()

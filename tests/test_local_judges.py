@@ -93,6 +93,22 @@ def test_rubric_repeats_use_different_wordings_and_are_bounded():
     assert judge.identity() != other.identity()  # a changed rubric is a new judge (cache keys)
 
 
+def test_one_wording_per_rater():
+    """``wording = i`` makes a judge of one built-in wording, so a panel of wordings can be
+    analysed as raters (each with its own rater id) rather than as repeats."""
+    both = create_judge("local_behavior", repeats=2)
+    first = create_judge("local_behavior", {"wording": 0}, repeats=1)
+    second = create_judge("local_behavior", {"wording": 1}, repeats=1)
+    reply = item("reply")
+    assert first.messages(reply, 0) == both.messages(reply, 0)
+    assert second.messages(reply, 0) == both.messages(reply, 1)
+    assert first.identity() != second.identity()
+    with pytest.raises(ConfigError, match=r"wording must be 0\.\.2"):
+        create_judge("local_behavior", {"wording": 3}, repeats=1)
+    with pytest.raises(ConfigError, match="number of wordings"):
+        create_judge("local_coherence", {"wording": 0}, repeats=2)
+
+
 @pytest.fixture(scope="module")
 def engine():
     return LocalEngine(tiny_model(seed=6), tiny_tokenizer())

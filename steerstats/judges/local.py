@@ -5,7 +5,9 @@ automatic metrics, for the offline demo (no API key, no internet).
   response, and the reply's next-token distribution over the digit tokens "1".."5" gives the
   score: the probability-weighted expected score (``<criterion>``) and the most likely digit
   (``<criterion>_argmax``). Each repeat uses a different rubric wording, so judge reliability
-  across wordings is measurable (one wording judged twice would give the same number twice).
+  across wordings is measurable (one wording judged twice would give the same number twice);
+  ``wording = i`` keeps only wording ``i``, so that several judge entries, each with its own
+  ``rater``, put the wordings in a panel of raters instead.
   When the digits together get less than ``min_digit_mass`` (default 0.5) of the probability,
   the model was not answering with a score: both values are NaN with the reason.
 - ``coherence_ppl``: perplexity of the response (as the reply to its prompt, without any
@@ -95,8 +97,20 @@ class LocalRubricJudge(Judge):
     """A 1-5 rubric read off the local model's next-token probabilities on the digits."""
 
     def __init__(
-        self, criterion: str, wordings: Sequence[str], repeats: int, min_digit_mass: float
+        self,
+        criterion: str,
+        wordings: Sequence[str],
+        repeats: int,
+        min_digit_mass: float,
+        wording: int | None = None,
     ) -> None:
+        if wording is not None:  # one rater of a panel of wordings
+            if not 0 <= wording < len(wordings):
+                raise ConfigError(
+                    f"local_{criterion}: wording must be 0..{len(wordings) - 1} (an index into "
+                    f"the wordings), got {wording}"
+                )
+            wordings = [wordings[wording]]
         if not wordings:
             raise ConfigError(f"local_{criterion}: wordings must be a non-empty list")
         for w in wordings:
@@ -160,9 +174,10 @@ def local_behavior(
     repeats: int,
     wordings: Sequence[str] = BEHAVIOR_WORDINGS,
     min_digit_mass: float = DEFAULT_MIN_DIGIT_MASS,
+    wording: int | None = None,
 ) -> Judge:
     """Behaviour (does the response do what the steering query asks?) on the local model."""
-    return LocalRubricJudge("behavior", wordings, repeats, min_digit_mass)
+    return LocalRubricJudge("behavior", wordings, repeats, min_digit_mass, wording)
 
 
 @judge("local_coherence", metrics=("coherence", "coherence_argmax"), scale=(1, 5), repeats=2)
@@ -170,9 +185,10 @@ def local_coherence(
     repeats: int,
     wordings: Sequence[str] = COHERENCE_WORDINGS,
     min_digit_mass: float = DEFAULT_MIN_DIGIT_MASS,
+    wording: int | None = None,
 ) -> Judge:
     """Coherence (is the response fluent and sensible?) on the local model."""
-    return LocalRubricJudge("coherence", wordings, repeats, min_digit_mass)
+    return LocalRubricJudge("coherence", wordings, repeats, min_digit_mass, wording)
 
 
 class CoherencePerplexity(Judge):
