@@ -26,6 +26,7 @@ test: $(STAMP)
 # conversion lives in ./cache/models.
 DEMO := results/demo
 demo: $(DEMO_STAMP)
+	@mkdir -p results && date +%s > results/.demo-started
 	$(PY) -m steerstats init results/demo.toml --preset demo --force
 	$(PY) -m steerstats collect results/demo.toml
 	$(PY) -m steerstats export results/demo.toml --out $(DEMO)
@@ -37,6 +38,7 @@ demo: $(DEMO_STAMP)
 	@echo
 	@echo "Results: $(DEMO)/ (generations.parquet, scores.parquet, manifest.json, experiment.toml)"
 	@echo "Statistics: $(DEMO)/analysis/ (printed to $(DEMO)/analysis.txt); report: $(DEMO)/report/"
+	@echo "Elapsed (collect, analyse, report): $$(( $$(date +%s) - $$(cat results/.demo-started) )) s"
 
 # Re-analysis of the seed study's published rows (needs ../shared/seed-study).
 seed-study: $(STAMP)
