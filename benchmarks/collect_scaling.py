@@ -242,9 +242,12 @@ def main() -> None:
                                  if r["replicas"] == n and r["workers"] == w)
 
     summary = {
-        f"{n}x{w}": {field: median(n, w, field)
-                     for field in ("calls_per_s", "fraction_of_ideal", "client_cpu_ms_per_call",
-                                   "duplicates")}
+        f"{n}x{w}": {
+            **{field: median(n, w, field)
+               for field in ("calls_per_s", "fraction_of_ideal", "client_cpu_ms_per_call")},
+            "duplicates": sum(r["duplicates"] for r in runs
+                              if r["replicas"] == n and r["workers"] == w),
+        }
         for n in REPLICAS for w in WORKERS
     }
     write_result(ROOT / "benchmarks" / "results" / "collect_scaling.json", {
