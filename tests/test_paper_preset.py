@@ -29,6 +29,11 @@ ROOT = Path(__file__).resolve().parents[1]
 LLAMA_8B, LLAMA_70B = SUPPORTED_MODELS
 STUDY_TEMPLATE = "When answering, please {query}."
 BASE_SYSTEM = "You are a helpful assistant."
+MMLU_SYSTEM = (  # the study's MMLU system message (its Control rows)
+    "You are a helpful assistant.\nFirst, think step-by-step inside <thinking>...</thinking> "
+    "tags.\nYou MUST NOT write any reasoning outside the <thinking> block.\nThen, give only the "
+    "final answer inside <answer>...</answer> tags."
+)
 N_QUERIES, N_OPEN, N_MMLU = 14, 10 + 20, 171
 METHODS = ["control", "prompt", "autosteer", "autosteer+prompt", "agentic"]
 
@@ -203,14 +208,18 @@ def test_a_small_run_sends_the_study_requests(
         # (1) the SDK's prompt first (paper only), then the study's or the prompt method's
         own = p["messages"][len(sdk)]
         assert p["messages"][: len(sdk)] == sdk and own["role"] == "system"
-        systems[own["content"]] += 1
+        mmlu = "This is a Chain-of-Thought (CoT) task." in p["messages"][-1]["content"]
+        systems["mmlu" if mmlu else "open", own["content"]] += 1
         # (2) 2048 tokens, (5) seed 42, at the SDK's default temperature
         assert (p["max_completion_tokens"], p["seed"], p["temperature"]) == (2048, 42, 0.6)
         for iv in p.get("controller", {}).get("interventions", []):
             for f in iv["features"]["features"]:
                 assert re.fullmatch(r"[0-9a-f]{32}", f["uuid"])  # (8) as the SDK sends ids
-    # (4) the study's template replaces the system message; the others keep the study's own
-    assert set(systems) == {BASE_SYSTEM, STUDY_TEMPLATE.format(query=query)}
+    # (4) the study's template replaces the system message; the others keep the study's own,
+    # on MMLU the one with its chain-of-thought instruction (and its question wording above)
+    prompted = STUDY_TEMPLATE.format(query=query)
+    assert set(systems) == {("open", BASE_SYSTEM), ("open", prompted), ("mmlu", MMLU_SYSTEM),
+                            ("mmlu", prompted)}
     # (3) the picker: Llama-3.3-70B on Goodfire, temperature 0, XML, 2048 tokens, seed 42
     assert {(p["model"], p["temperature"], p["max_completion_tokens"], p["seed"]) for p in picks} \
         == {(LLAMA_70B, 0.0, 2048, 42)}
