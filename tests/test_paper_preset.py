@@ -159,8 +159,23 @@ def test_init_then_dry_run_shows_the_seed_design(tmp_path: Path) -> None:
                 assert int(rows[(model, method, judge)][3]) == int(tasks)
     total = rows[("total", "", "")]
     assert float(total[9].lstrip("$").replace(",", "")) < 100  # within the preset's max_usd
-    # Auto Steer (twice), search + picker: per query x model, 3 methods to resolve
-    assert f"{3 * 2 * N_QUERIES} method resolution(s) still need backend calls" in text
+    # the methods' resolutions, per query x model: Auto Steer twice (difference 6), a feature
+    # search and a picker reply on Llama-3.3-70B at 2048 tokens (3), counted and priced
+    for model in ("Llama-3.1-8B", "Llama-3.3-70B"):
+        for method, calls, out in (("autosteer", 1, 0), ("autosteer+prompt", 1, 0),
+                                   ("agentic", 2, 2048)):
+            units, cached, to_run, n, _, out_tokens, _ = rows[(model, method, "resolve")][3:]
+            assert (int(units), int(cached), int(to_run)) == (N_QUERIES, 0, N_QUERIES)
+            assert int(n) == calls * N_QUERIES
+            assert int(out_tokens.replace(",", "")) == out * N_QUERIES
+    assert f"resolve calls: up to {2 * N_QUERIES * 6} if every picker answer" in text
+    resolves = 2 * N_QUERIES * 4
+    assert int(total[6]) == resolves + sum(
+        int(c[6]) for k, c in rows.items() if k[2] not in ("resolve", ""))
+    # wall time from the stated latencies at the preset's concurrency
+    assert re.search(r"wall time ~\d+\.\d h \(resolving methods ~\d+ min, then the tasks\) at "
+                     r"concurrency goodfire 8, openai 16", text)
+    assert "Auto Steer ~14 s, feature search/lookup ~1 s, Goodfire chat ~7 s" in text
     report = estimate(load_config(tmp_path / "x.toml"))
     assert (report.generations, report.judgements) == (gens, judged)
 
