@@ -248,3 +248,43 @@ def test_the_cli_dry_run_prints_resolve_rows_and_wall_time(
     out = capsys.readouterr().out
     assert re.search(r"Llama-3\.3-70B\s*│\s*agentic\s*│\s*resolve", out)
     assert "per-call latencies assumed" in out and "wall time ~" in out
+
+
+def test_caa_and_its_random_placebo_estimate_the_one_vector_they_share() -> None:
+    """caa's hook names the resolution-cache entry its vector() memoises; random shares it, so
+    the dry run counts one build per query x model for both; strength 0 builds nothing."""
+    import asyncio
+
+    recorded: list[tuple[str, Any]] = []
+
+    class Recorder:
+        async def get_or_compute(self, namespace: str, key: Any, compute: Any) -> Any:
+            recorded.append((namespace, key))
+            return await compute()
+
+    class Local:
+        name, model, options = "local", "tiny", {}
+
+        def identity(self) -> dict[str, Any]:
+            return {"name": self.name, "model": self.model}
+
+        def add_vector_dir(self, path: str) -> None:
+            pass
+
+        def has_vector(self, digest: str) -> bool:
+            return True
+
+        async def build_caa_vector(self, **kwargs: Any) -> dict[str, Any]:
+            return {"digest": "d" * 64, "layer": 1}
+
+    backend: Any = Local()
+    ctx = MethodContext(backend=backend, cache=Recorder())
+    query = Query("q", "be funny")
+    caa = create_method("caa", {})
+    asyncio.run(caa.resolve(query, 1.0, ctx))
+    none: Any = lambda ns, key: (False, None)  # noqa: E731
+    for name in ("caa", "random"):
+        calls = create_method(name, {}).estimate_resolution(query, 1.0, ctx, none)
+        assert calls is not None and [(c.kind, c.namespace, c.key) for c in calls] == [
+            ("vector", *recorded[0])]
+        assert create_method(name, {}).estimate_resolution(query, 0.0, ctx, none) == []
