@@ -219,6 +219,8 @@ class OpenPromptsSpec(_Spec):
     crossed: bool = True
     file: str | None = None
     items: tuple[PromptItem, ...] | None = Field(default=None, min_length=1)
+    # the system message of this set's requests when the method sends none (see PromptsSpec)
+    system: str | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _one_source(self) -> OpenPromptsSpec:
@@ -229,14 +231,34 @@ class OpenPromptsSpec(_Spec):
 
 class MMLUSpec(_Spec):
     """[prompts.mmlu]: ``n`` questions stratified by subject (all when omitted), from the
-    shipped "paper" set or a JSONL file (relative to the experiment file)."""
+    shipped "paper" set or a JSONL file (relative to the experiment file). ``template`` words
+    each question with the placeholders {question}, {choices} (one "A. ..." line each) and
+    {letters} ("A, B, C, D"); without it steerstats' own wording is used."""
 
     n: int | None = Field(default=None, ge=1)
     seed: int | None = None
     source: str = "paper"
+    system: str | None = Field(default=None, min_length=1)
+    template: str | None = Field(default=None, min_length=1)
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        if value is not None:
+            from steerstats.datasets import mmlu_template_problem
+
+            problem = mmlu_template_problem(value)
+            if problem is not None:
+                raise ValueError(problem)
+        return value
 
 
 class PromptsSpec(_Spec):
+    """[prompts.open] and [prompts.mmlu]. A set's ``system`` is the system message of its
+    requests whose method sends none (control, autosteer, agentic); a method's own system
+    prompt (prompt, autosteer+prompt) replaces it, as the seed study's prompt method replaced
+    its MMLU system message. Unset, nothing is added (and cache keys are unchanged)."""
+
     open: OpenPromptsSpec | None = None
     mmlu: MMLUSpec | None = None
 
@@ -245,6 +267,11 @@ class PromptsSpec(_Spec):
         if self.open is None and self.mmlu is None:
             raise ValueError("give [prompts.open] and/or [prompts.mmlu]")
         return self
+
+    def system_for(self, prompt_set: str) -> str | None:
+        """The ``system`` message of prompt set ``prompt_set`` ("open" or "mmlu"), if given."""
+        spec = {"open": self.open, "mmlu": self.mmlu}.get(prompt_set)
+        return None if spec is None else spec.system
 
 
 class SamplingSpec(_Spec):

@@ -250,4 +250,5 @@ def test_check_reports_latency_and_parsing_and_the_dry_run_uses_it(
         assert "generate target-model" in out and "judge behavior/judge-model" in out
         assert "0.2" in out and "yes" in out and "[concurrency]" in out
         rc, out, _ = run_cli(["collect", str(path), "--dry-run"], capsys)
-        assert rc == 0 and "wall time ~" in out and "from the latency measured" in out
+        assert rc == 0 and "wall time ~" in out
+        assert "latency measured by `steerstats collect --check`" in out

@@ -29,6 +29,11 @@ ROOT = Path(__file__).resolve().parents[1]
 LLAMA_8B, LLAMA_70B = SUPPORTED_MODELS
 STUDY_TEMPLATE = "When answering, please {query}."
 BASE_SYSTEM = "You are a helpful assistant."
+MMLU_SYSTEM = (  # the study's MMLU system message (its Control rows)
+    "You are a helpful assistant.\nFirst, think step-by-step inside <thinking>...</thinking> "
+    "tags.\nYou MUST NOT write any reasoning outside the <thinking> block.\nThen, give only the "
+    "final answer inside <answer>...</answer> tags."
+)
 N_QUERIES, N_OPEN, N_MMLU = 14, 10 + 20, 171
 METHODS = ["control", "prompt", "autosteer", "autosteer+prompt", "agentic"]
 
@@ -154,8 +159,23 @@ def test_init_then_dry_run_shows_the_seed_design(tmp_path: Path) -> None:
                 assert int(rows[(model, method, judge)][3]) == int(tasks)
     total = rows[("total", "", "")]
     assert float(total[9].lstrip("$").replace(",", "")) < 100  # within the preset's max_usd
-    # Auto Steer (twice), search + picker: per query x model, 3 methods to resolve
-    assert f"{3 * 2 * N_QUERIES} method resolution(s) still need backend calls" in text
+    # the methods' resolutions, per query x model: Auto Steer twice (difference 6), a feature
+    # search and a picker reply on Llama-3.3-70B at 2048 tokens (3), counted and priced
+    for model in ("Llama-3.1-8B", "Llama-3.3-70B"):
+        for method, calls, out in (("autosteer", 1, 0), ("autosteer+prompt", 1, 0),
+                                   ("agentic", 2, 2048)):
+            units, cached, to_run, n, _, out_tokens, _ = rows[(model, method, "resolve")][3:]
+            assert (int(units), int(cached), int(to_run)) == (N_QUERIES, 0, N_QUERIES)
+            assert int(n) == calls * N_QUERIES
+            assert int(out_tokens.replace(",", "")) == out * N_QUERIES
+    assert f"resolve calls: up to {2 * N_QUERIES * 6} if every picker answer" in text
+    resolves = 2 * N_QUERIES * 4
+    assert int(total[6]) == resolves + sum(
+        int(c[6]) for k, c in rows.items() if k[2] not in ("resolve", ""))
+    # wall time from the stated latencies at the preset's concurrency
+    assert re.search(r"wall time ~\d+\.\d h \(resolving methods ~\d+ min, then the tasks\) at "
+                     r"concurrency goodfire 8, openai 16", text)
+    assert "Auto Steer ~14 s, feature search/lookup ~1 s, Goodfire chat ~7 s" in text
     report = estimate(load_config(tmp_path / "x.toml"))
     assert (report.generations, report.judgements) == (gens, judged)
 
@@ -203,14 +223,18 @@ def test_a_small_run_sends_the_study_requests(
         # (1) the SDK's prompt first (paper only), then the study's or the prompt method's
         own = p["messages"][len(sdk)]
         assert p["messages"][: len(sdk)] == sdk and own["role"] == "system"
-        systems[own["content"]] += 1
+        mmlu = "This is a Chain-of-Thought (CoT) task." in p["messages"][-1]["content"]
+        systems["mmlu" if mmlu else "open", own["content"]] += 1
         # (2) 2048 tokens, (5) seed 42, at the SDK's default temperature
         assert (p["max_completion_tokens"], p["seed"], p["temperature"]) == (2048, 42, 0.6)
         for iv in p.get("controller", {}).get("interventions", []):
             for f in iv["features"]["features"]:
                 assert re.fullmatch(r"[0-9a-f]{32}", f["uuid"])  # (8) as the SDK sends ids
-    # (4) the study's template replaces the system message; the others keep the study's own
-    assert set(systems) == {BASE_SYSTEM, STUDY_TEMPLATE.format(query=query)}
+    # (4) the study's template replaces the system message; the others keep the study's own,
+    # on MMLU the one with its chain-of-thought instruction (and its question wording above)
+    prompted = STUDY_TEMPLATE.format(query=query)
+    assert set(systems) == {("open", BASE_SYSTEM), ("open", prompted), ("mmlu", MMLU_SYSTEM),
+                            ("mmlu", prompted)}
     # (3) the picker: Llama-3.3-70B on Goodfire, temperature 0, XML, 2048 tokens, seed 42
     assert {(p["model"], p["temperature"], p["max_completion_tokens"], p["seed"]) for p in picks} \
         == {(LLAMA_70B, 0.0, 2048, 42)}

@@ -98,7 +98,7 @@ def experiment_prompts(
         source = str(as_path) if as_path.is_file() else mm.source
         try:
             questions = list(_datasets().mmlu_prompts(n=mm.n, seed=cfg.seed_for(mm.seed),
-                                                      source=source))
+                                                      source=source, template=mm.template))
         except (ValueError, OSError) as exc:  # DataError too
             raise ConfigError(f"{cfg.path}: prompts.mmlu: {exc}") from None
         if limit is not None:

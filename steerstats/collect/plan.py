@@ -100,9 +100,11 @@ class Plan:
 
 def build_request(cfg: Experiment, iv: Intervention, prompt: Prompt,
                   sample: int) -> GenerationRequest:
-    """The chat request of one generation: the intervention's system prompt, the prompt, and the
-    experiment's sampling (seed offset by the replicate index)."""
-    messages = [{"role": "system", "content": iv.system_prompt}] if iv.system_prompt else []
+    """The chat request of one generation: the intervention's system prompt (else the prompt
+    set's ``system``, if any), the prompt, and the experiment's sampling (seed offset by the
+    replicate index)."""
+    system = iv.system_prompt or cfg.prompts.system_for(prompt.prompt_set)
+    messages = [{"role": "system", "content": system}] if system else []
     messages.append({"role": "user", "content": prompt.text})
     s = cfg.sampling
     seed = None if s.seed is None else s.seed + sample

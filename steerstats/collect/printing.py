@@ -46,16 +46,32 @@ def print_estimate(out: Console, rep: DryRunReport) -> None:
                   str(r.calls), f"{r.input_tokens:,}", f"{r.output_tokens:,}", _usd(r.cost_usd))
     out.print(t)
     out.print("Input tokens are estimated at ~4 characters per token; output is counted at "
-              "max_tokens (an upper bound); retries are not included.")
+              "max_tokens (an upper bound); retries are not included. \"resolve\" rows: the "
+              "methods' own calls before any generation (Auto Steer, feature searches, a "
+              "picker's replies), once per query x model, none when already cached.",
+              markup=False)
+    if rep.resolve_max_calls > sum(r.calls for r in rep.rows if r.stage == "resolve"):
+        out.print(f"resolve calls: up to {rep.resolve_max_calls} if every picker answer needs "
+                  "its retries", markup=False)
+    groups = ", ".join(f"{k} {v}" for k, v in rep.concurrency.items())
     if rep.wall_s is not None:
-        out.print(f"wall time ~{_duration(rep.wall_s)} at the configured concurrency, from the "
-                  "latency measured by `steerstats collect --check` (retries not included)")
+        resolve = (f" (resolving methods ~{_duration(rep.resolve_wall_s)}, then the tasks)"
+                   if rep.resolve_wall_s else "")
+        out.print(f"wall time ~{_duration(rep.wall_s)}{resolve} at concurrency {groups}; "
+                  "retries not included", markup=False)
+        if rep.assumed:
+            lat = ", ".join(f"{k} ~{v:g} s" for k, v in rep.assumed.items())
+            out.print(f"per-call latencies assumed: {lat} (`steerstats collect --check` measures "
+                      "the chat latency of your backends)", markup=False)
+        if rep.measured:
+            out.print(f"latency measured by `steerstats collect --check`: "
+                      f"{', '.join(rep.measured)}", markup=False)
     elif rep.unmeasured:
         out.print(f"wall time: unknown until `steerstats collect --check` measures "
                   f"{', '.join(rep.unmeasured)}", markup=False)
-    if rep.unresolved_units:
-        out.print(f"{rep.unresolved_units} method resolution(s) still need backend calls; their "
-                  "tasks are counted but their resolution calls are not.")
+    if rep.unestimated_units:
+        out.print(f"{rep.unestimated_units} method resolution(s) still need backend calls that "
+                  "their method does not estimate: not counted above.", markup=False)
 
 
 def _duration(s: float) -> str:

@@ -4,17 +4,18 @@ is done, failed or pending per model x method x stage (``steerstats status``).""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from steerstats.collect.check import latency_key
 from steerstats.collect.ledger import LedgerTotals, last_scope
 from steerstats.collect.metering import (
     Price,
     estimate_prompt_tokens,
 )
 from steerstats.collect.plan import Plan, build_request, with_plan
+from steerstats.collect.wall import WallClock
 from steerstats.config import Experiment
+from steerstats.keys import canonical_json
 from steerstats.methods.base import Intervention
 
 __all__ = ["DryRunReport", "EstimateRow", "StatusReport", "StatusRow", "estimate",
@@ -62,21 +63,30 @@ class EstimateRow:
 
 @dataclass
 class DryRunReport:
-    """What a run would do: per model x method x stage, tasks to run, calls, tokens, cost
-    (typical input tokens; output at ``max_tokens``, an upper bound)."""
+    """What a run would do: per model x method x stage ("resolve", "generate" or a judge), tasks
+    to run, calls, tokens, cost (typical input tokens; output at ``max_tokens``, an upper bound),
+    and the wall time from measured or assumed per-call latencies."""
 
     rows: list[EstimateRow]
     unresolved_units: int
     generations: int
     judgements: int
-    # wall time from latencies measured by `collect --check` (None: not every backend checked)
+    # wall time (None: a backend's latency is neither measured nor assumed: ``unmeasured``)
     wall_s: float | None = None
     unmeasured: tuple[str, ...] = ()
+    resolve_wall_s: float | None = None  # the part spent resolving methods, before any task
+    assumed: dict[str, float] = field(default_factory=dict)  # per-call seconds assumed
+    measured: tuple[str, ...] = ()  # backends whose latency `collect --check` measured
+    concurrency: dict[str, int] = field(default_factory=dict)  # per backend group in use
+    resolve_max_calls: int = 0  # resolution calls if every picker answer needs its retries
+    unestimated_units: int = 0  # unresolved units of methods that give no estimate
 
     def totals(self) -> EstimateRow:
         t = EstimateRow("total", "", "")
         for r in self.rows:
-            for f in ("tasks", "cached", "to_run", "calls", "input_tokens", "output_tokens"):
+            # a "resolve" row counts query x model units, not tasks: only its calls add up
+            counts = ("tasks", "cached", "to_run") if r.stage != "resolve" else ()
+            for f in (*counts, "calls", "input_tokens", "output_tokens"):
                 setattr(t, f, getattr(t, f) + getattr(r, f))
             both = t.cost_usd is not None and r.cost_usd is not None
             t.cost_usd = t.cost_usd + r.cost_usd if both else None  # type: ignore[operator]
@@ -99,20 +109,8 @@ def _estimate(p: Plan) -> DryRunReport:
         if r.cost_usd is not None:
             r.cost_usd = None if price is None else r.cost_usd + price.cost(inp, out)
 
-    # backend-seconds per concurrency group (backend name), from measured latencies
-    busy: dict[str, float] = {}
-    unmeasured: set[str] = set()
-    latencies: dict[int, float | None] = {}
-
-    def occupy(backend: Any, calls: int) -> None:
-        lat = latencies.get(id(backend), -1.0)
-        if lat == -1.0:
-            got = cache.ledger.get_meta(latency_key(backend.identity()))
-            lat = latencies[id(backend)] = None if got is None else float(got["latency_s"])
-        if lat is None:
-            unmeasured.add(f"{backend.name}/{backend.model}")
-        else:
-            busy[backend.name] = busy.get(backend.name, 0.0) + calls * lat
+    resolving, tasks = WallClock(cache.ledger), WallClock(cache.ledger)
+    chain, max_calls, unestimated = _estimate_resolutions(p, row, add_cost, resolving)
 
     counted: set[str] = set()
     for g in p.generations:
@@ -128,7 +126,7 @@ def _estimate(p: Plan) -> DryRunReport:
         req = g.request or build_request(cfg, Intervention(), g.prompt, g.sample)
         r.to_run += 1
         r.calls += 1
-        occupy(session.model_backend(g.model), 1)
+        tasks.occupy(session.model_backend(g.model), 1)
         add_cost(r, session.meter.price(session.model_backend(g.model).inner),
                  estimate_prompt_tokens(req), cfg.sampling.max_tokens)
     for j in p.judgements:
@@ -149,17 +147,69 @@ def _estimate(p: Plan) -> DryRunReport:
         judge = session.judges[j.judge]
         n_calls = int(getattr(judge, "calls_per_item", 1))
         r.calls += n_calls
-        occupy(jb, n_calls)
+        tasks.occupy(jb, n_calls)
         inp = (len(g.prompt.text) + len(g.query.text)) // 4 + cfg.sampling.max_tokens
         inp += _JUDGE_TEMPLATE_TOKENS
         out = int(getattr(judge, "max_tokens", _JUDGE_MAX_TOKENS))
         add_cost(r, session.meter.price(jb.inner), n_calls * inp, n_calls * out)
-    wall = None
-    if not unmeasured:
-        wall = sum(secs / session.meter.limit_for(_group_backend(session, name))
-                   for name, secs in busy.items())
-    return DryRunReport(list(rows.values()), len(p.unresolved), len(p.generations),
-                        len(p.judgements), wall, tuple(sorted(unmeasured)))
+
+    def limit(name: str) -> int:
+        return session.meter.limit_for(_group_backend(session, name))
+
+    unknown = resolving.unknown | tasks.unknown
+    wall = resolve_wall = None
+    if not unknown:
+        resolve_wall = max(resolving.seconds(limit), chain)
+        wall = resolve_wall + tasks.seconds(limit)
+    groups = {*resolving.busy, *tasks.busy}
+    ordered = [*(rows.pop(k) for k in [k for k in rows if k[2] == "resolve"]), *rows.values()]
+    return DryRunReport(ordered, len(p.unresolved), len(p.generations), len(p.judgements),
+                        wall, tuple(sorted(unknown)), resolve_wall,
+                        {**resolving.assumed, **tasks.assumed},
+                        tuple(sorted(resolving.measured | tasks.measured)),
+                        {name: limit(name) for name in sorted(groups)}, max_calls, unestimated)
+
+
+def _estimate_resolutions(p: Plan, row: Any, add_cost: Any,
+                          clock: WallClock) -> tuple[float, int, int]:
+    """The "resolve" rows: each unresolved unit's calls (from its method's
+    ``estimate_resolution``), a call shared by several units counted once and a cached one not
+    at all. Returns the longest unit's seconds (its calls run one after another), the calls if
+    every retry is needed, and the unresolved units whose method gives no estimate."""
+    session, cache = p.session, p.session.cache
+    seen: set[str] = set()
+    chain, max_calls, unestimated = 0.0, 0, 0
+    for unit, unit_tasks in p.units.items():
+        method = session.methods[unit.method]
+        planned = method.estimate_resolution(unit.query, unit.strength,
+                                             session.context(unit.model), cache.peek_resolution)
+        if planned == []:
+            continue  # resolves without a call (control, prompt): no row
+        r = row(unit.model, unit.method, "resolve")
+        r.tasks += 1
+        if unit_tasks.intervention is not None:
+            r.cached += 1
+            continue
+        r.to_run += 1
+        if planned is None:
+            unestimated += 1
+            continue
+        seconds = 0.0
+        for c in planned:
+            ident = c.namespace + canonical_json(c.key)
+            if ident in seen or cache.peek_resolution(c.namespace, c.key)[0]:
+                continue
+            seen.add(ident)
+            r.calls += c.calls
+            max_calls += c.max_calls
+            inner = getattr(c.backend, "inner", c.backend)
+            if c.request is not None:
+                add_cost(r, session.meter.price(inner), c.calls * estimate_prompt_tokens(c.request),
+                         c.calls * c.request.max_tokens)
+            lat = clock.occupy(inner, c.calls, c.kind)
+            seconds += (lat or 0.0) * c.calls
+        chain = max(chain, seconds)
+    return chain, max_calls, unestimated
 
 
 def _group_backend(session: Any, name: str) -> Any:

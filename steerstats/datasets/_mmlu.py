@@ -7,6 +7,7 @@ import json
 import math
 import random
 import re
+import string
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,10 +43,10 @@ class MMLUQuestion:
     subject: str
     line: int | None = None
 
-    def to_prompt(self) -> Prompt:
+    def to_prompt(self, template: str | None = None) -> Prompt:
         return Prompt(
             id=self.id,
-            text=format_mmlu(self.question, self.choices),
+            text=format_mmlu(self.question, self.choices, template),
             prompt_set="mmlu",
             answer=self.answer,
             subject=self.subject,
@@ -204,25 +205,60 @@ def stratified_sample(
 
 
 def mmlu_prompts(
-    n: int | None = None, seed: int = 0, source: str | Path | Sequence[MMLUQuestion] = "paper"
+    n: int | None = None, seed: int = 0, source: str | Path | Sequence[MMLUQuestion] = "paper",
+    template: str | None = None,
 ) -> list[Prompt]:
     """MMLU prompts stratified by subject: all questions (``n=None``) or a seeded sample of ``n``.
 
     ``source`` is "paper" (the study's 171), a JSONL path (see :func:`load_mmlu_jsonl`) or a list
-    of :class:`MMLUQuestion`. Each prompt carries its answer letter and subject.
+    of :class:`MMLUQuestion`. Each prompt carries its answer letter and subject. ``template``
+    words the questions (see :func:`format_mmlu`); ids do not depend on it.
     """
-    return [q.to_prompt() for q in stratified_sample(_resolve_source(source), n, seed)]
+    return [q.to_prompt(template) for q in stratified_sample(_resolve_source(source), n, seed)]
 
 
-def format_mmlu(question: str, choices: Sequence[str]) -> str:
-    """The question, its choices lettered A-D and the instruction to answer in ``<answer>`` tags."""
+def format_mmlu(question: str, choices: Sequence[str], template: str | None = None) -> str:
+    """The question, its choices lettered A-D and the instruction to answer in ``<answer>`` tags;
+    or ``template`` filled in (see :data:`TEMPLATE_FIELDS`), e.g. a study's own wording."""
     if not 2 <= len(choices) <= len(LETTERS):
         raise ValueError(f"an MMLU question needs 2 to {len(LETTERS)} choices, got {len(choices)}")
     letters = LETTERS[: len(choices)]
-    lines = [question.strip(), ""]
-    lines += [f"{letter}. {choice}" for letter, choice in zip(letters, choices, strict=True)]
-    lines += ["", INSTRUCTION.format(letters=", ".join(letters))]
+    listed = [f"{letter}. {choice}" for letter, choice in zip(letters, choices, strict=True)]
+    if template is not None:
+        return template.format(question=question.strip(), choices="\n".join(listed),
+                               letters=", ".join(letters))
+    lines = [question.strip(), "", *listed, "", INSTRUCTION.format(letters=", ".join(letters))]
     return "\n".join(lines)
+
+
+# The placeholders of an MMLU question template ([prompts.mmlu] template): the question text,
+# its choices one per line ("A. ...\nB. ..."), and the letters in use ("A, B, C, D").
+TEMPLATE_FIELDS = ("question", "choices", "letters")
+_REQUIRED_FIELDS = ("question", "choices")
+
+
+def mmlu_template_problem(template: str) -> str | None:
+    """Why ``template`` is not a usable MMLU question template (None when it is)."""
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        return f"{exc}; write {{{{ and }}}} for literal braces"
+    used = set()
+    for _, name, spec, conversion in parts:
+        if name is None:
+            continue
+        if name not in TEMPLATE_FIELDS:
+            return (f"unknown placeholder {{{name}}}; the placeholders are "
+                    f"{', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)} (write {{{{ and }}}} "
+                    "for literal braces)")
+        if spec or conversion:
+            return f"placeholder {{{name}}} takes no format spec or conversion"
+        used.add(name)
+    missing = [f for f in _REQUIRED_FIELDS if f not in used]
+    if missing:
+        return (f"the template must contain {' and '.join('{' + f + '}' for f in missing)}, "
+                "or the model would not see the question")
+    return None
 
 
 _TAG = re.compile(r"<answer>(.*?)</answer>", re.IGNORECASE | re.DOTALL)

@@ -29,7 +29,14 @@ from steerstats.methods._feature_steering import (
     resolution_key,
 )
 from steerstats.methods._registry import method
-from steerstats.methods.base import Intervention, Method, MethodContext, Query
+from steerstats.methods.base import (
+    CachePeek,
+    Intervention,
+    Method,
+    MethodContext,
+    Query,
+    ResolutionCall,
+)
 
 SYSTEM = (
     "You steer a language model by turning up or down features of its sparse autoencoder. "
@@ -236,17 +243,7 @@ class Agentic(Method):
                 "method 'agentic' needs a chat backend for its picker, and none is configured"
             )
         picker = ctx.chat_backend(self.picker)
-        key = resolution_key(
-            ctx.backend,
-            query=query.text,
-            candidates=[c.model_dump() for c in found],
-            picker=picker.identity(),
-            prompt=[SYSTEM, self.instructions, self.retry],
-            max_features=self.max_features,
-            bounds=[self.lo, self.hi],
-            attempts=self.attempts,
-            sampling=[self.temperature, self.max_tokens, self.seed],
-        )
+        key = self._pick_key(query, found, picker, ctx)
         picked = await ctx.cache.get_or_compute(
             PICK_NAMESPACE, key, lambda: self._pick(query, found, picker)
         )
@@ -262,19 +259,57 @@ class Agentic(Method):
             candidates=[c.model_dump(exclude={"value"}) for c in found],
         )
 
+    def estimate_resolution(
+        self, query: Query, strength: float | None, ctx: MethodContext, cached: CachePeek
+    ) -> list[ResolutionCall]:
+        """One feature search, then the picker's reply (up to ``attempts`` when retried)."""
+        backend_extra(ctx.backend, "search_features", "agentic")
+        search_key = self._search_key(query, ctx)
+        calls = [ResolutionCall("feature search", ctx.backend, SEARCH_NAMESPACE, search_key)]
+        if ctx.chat_backend is None:
+            return calls
+        picker = ctx.chat_backend(self.picker)
+        found, raw = cached(SEARCH_NAMESPACE, search_key)
+        if found:
+            candidates = _candidates(raw)
+            key: dict[str, Any] = self._pick_key(query, candidates, picker, ctx)
+        else:  # labels of a typical length until the search is made; no cache entry yet
+            candidates = [FeatureEdit(id="?", index=i, label="x" * _TYPICAL_LABEL_CHARS, value=0.0)
+                          for i in range(self.candidates)]
+            key = {"after_search": search_key}
+        calls.append(ResolutionCall("chat", picker, PICK_NAMESPACE, key,
+                                    request=self._request(self._messages(query, candidates)),
+                                    calls=1, max_calls=self.attempts))
+        return calls
+
+    def _search_key(self, query: Query, ctx: MethodContext) -> dict[str, Any]:
+        return resolution_key(ctx.backend, query=query.text, k=self.candidates)
+
+    def _pick_key(self, query: Query, found: list[FeatureEdit], picker: Backend,
+                  ctx: MethodContext) -> dict[str, Any]:
+        return resolution_key(
+            ctx.backend,
+            query=query.text,
+            candidates=[c.model_dump() for c in found],
+            picker=picker.identity(),
+            prompt=[SYSTEM, self.instructions, self.retry],
+            max_features=self.max_features,
+            bounds=[self.lo, self.hi],
+            attempts=self.attempts,
+            sampling=[self.temperature, self.max_tokens, self.seed],
+        )
+
     async def _search(self, query: Query, ctx: MethodContext) -> list[FeatureEdit]:
         call = backend_extra(ctx.backend, "search_features", "agentic")
-        key = resolution_key(ctx.backend, query=query.text, k=self.candidates)
+        key = self._search_key(query, ctx)
         raw = await ctx.cache.get_or_compute(
             SEARCH_NAMESPACE, key, lambda: call(query.text, self.candidates)
         )
-        return [FeatureEdit(value=0.0, **{k: c[k] for k in ("id", "index", "label")}) for c in raw]
+        return _candidates(raw)
 
-    async def _pick(
-        self, query: Query, found: list[FeatureEdit], picker: Backend
-    ) -> dict[str, Any]:
+    def _messages(self, query: Query, found: list[FeatureEdit]) -> list[Message]:
         listing = "\n".join(f"{i}. {c.label or '(no label)'}" for i, c in enumerate(found, 1))
-        messages: list[Message] = [
+        return [
             {"role": "system", "content": SYSTEM},
             {
                 "role": "user",
@@ -287,16 +322,18 @@ class Agentic(Method):
                 ),
             },
         ]
+
+    def _request(self, messages: list[Message]) -> GenerationRequest:
+        return GenerationRequest(messages=messages, temperature=self.temperature,
+                                 max_tokens=self.max_tokens, seed=self.seed)
+
+    async def _pick(
+        self, query: Query, found: list[FeatureEdit], picker: Backend
+    ) -> dict[str, Any]:
+        messages = self._messages(query, found)
         problems = []
         for attempt in range(1, self.attempts + 1):
-            reply = await picker.generate(
-                GenerationRequest(
-                    messages=messages,
-                    temperature=self.temperature,
-                    max_tokens=self.max_tokens,
-                    seed=self.seed,
-                )
-            )
+            reply = await picker.generate(self._request(messages))
             try:
                 edits, reasoning = parse_pick(
                     reply.text, found, self.max_features, self.lo, self.hi, self.answer_format
@@ -321,6 +358,15 @@ class Agentic(Method):
             f"picker {self.picker!r} gave no valid feature pick for query {query.id!r} in "
             f"{self.attempts} attempt(s): " + " | ".join(problems)
         )
+
+
+def _candidates(raw: Any) -> list[FeatureEdit]:
+    """A feature search's result as candidate edits (value 0 until picked)."""
+    return [FeatureEdit(value=0.0, **{k: c[k] for k in ("id", "index", "label")}) for c in raw]
+
+
+# Feature labels run to about this many characters (for the dry run's picker prompt size).
+_TYPICAL_LABEL_CHARS = 60
 
 
 @method("agentic")

@@ -7,6 +7,8 @@ Auto Steer answer is a new result. A ``strengths`` sweep scales the edits (0 = u
 
 from __future__ import annotations
 
+from typing import Any
+
 from steerstats.backends.feature_edits import FeatureEdit
 from steerstats.methods._feature_steering import (
     backend_extra,
@@ -15,7 +17,14 @@ from steerstats.methods._feature_steering import (
     resolution_key,
 )
 from steerstats.methods._registry import method
-from steerstats.methods.base import Intervention, Method, MethodContext, Query
+from steerstats.methods.base import (
+    CachePeek,
+    Intervention,
+    Method,
+    MethodContext,
+    Query,
+    ResolutionCall,
+)
 
 NAMESPACE = "goodfire.autosteer"
 
@@ -30,10 +39,27 @@ async def autosteer_edits(
     may answer differently each time, so the two methods may then steer differently.
     """
     call = backend_extra(ctx.backend, "autosteer", method_name)
+    key = autosteer_key(query, ctx, method_name, own_call)
+    return await cached_edits(ctx, NAMESPACE, key, lambda: call(query.text))
+
+
+def autosteer_key(
+    query: Query, ctx: MethodContext, method_name: str, own_call: bool = False
+) -> dict[str, Any]:
+    """The resolution-cache key of Auto Steer's answer for ``query`` on the context's model."""
     key = resolution_key(ctx.backend, query=query.text)
     if own_call:
         key["called_for"] = method_name
-    return await cached_edits(ctx, NAMESPACE, key, lambda: call(query.text))
+    return key
+
+
+def autosteer_call(
+    query: Query, ctx: MethodContext, method_name: str, own_call: bool = False
+) -> ResolutionCall:
+    """The Auto Steer call :func:`autosteer_edits` would make (for the dry run)."""
+    backend_extra(ctx.backend, "autosteer", method_name)
+    return ResolutionCall("autosteer", ctx.backend, NAMESPACE,
+                          autosteer_key(query, ctx, method_name, own_call))
 
 
 class AutoSteer(Method):
@@ -44,6 +70,11 @@ class AutoSteer(Method):
     ) -> Intervention:
         edits = await autosteer_edits(query, ctx, "autosteer")
         return feature_intervention(edits, strength, "autosteer", query)
+
+    def estimate_resolution(
+        self, query: Query, strength: float | None, ctx: MethodContext, cached: CachePeek
+    ) -> list[ResolutionCall]:
+        return [autosteer_call(query, ctx, "autosteer")]
 
 
 @method("autosteer")

@@ -12,8 +12,15 @@ from __future__ import annotations
 from steerstats.errors import ConfigError
 from steerstats.methods._feature_steering import feature_intervention
 from steerstats.methods._registry import method
-from steerstats.methods.autosteer import autosteer_edits
-from steerstats.methods.base import Intervention, Method, MethodContext, Query
+from steerstats.methods.autosteer import autosteer_call, autosteer_edits
+from steerstats.methods.base import (
+    CachePeek,
+    Intervention,
+    Method,
+    MethodContext,
+    Query,
+    ResolutionCall,
+)
 from steerstats.methods.prompt import DEFAULT_TEMPLATE, PromptMethod, render_prompt
 
 
@@ -37,6 +44,11 @@ class AutoSteerPrompt(Method):
         )
         prompt = render_prompt(self.template, query)
         return feature_intervention(edits, strength, "autosteer", query, system_prompt=prompt)
+
+    def estimate_resolution(
+        self, query: Query, strength: float | None, ctx: MethodContext, cached: CachePeek
+    ) -> list[ResolutionCall]:
+        return [autosteer_call(query, ctx, "autosteer+prompt", own_call=not self.reuse_autosteer)]
 
 
 @method("autosteer+prompt")

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from steerstats.backends.base import Backend, Steering
+from steerstats.backends.base import Backend, GenerationRequest, Steering
 from steerstats.items import Query
 
 
@@ -51,6 +51,30 @@ class ResolutionCache(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ResolutionCall:
+    """A backend call a resolution would make, described for the dry run (nothing is called).
+
+    ``kind`` names it ("autosteer", "feature search", "feature lookup", "chat", "vector");
+    ``backend`` serves it (its price, concurrency group and latency); ``namespace`` and ``key``
+    are its resolution-cache entry, so a call shared by several methods or strengths is counted
+    once and a cached one is free. ``request``: a chat call's request (its tokens and price).
+    ``calls`` is the expected number, ``max_calls`` the most (e.g. a picker's retries).
+    """
+
+    kind: str
+    backend: Backend
+    namespace: str
+    key: Mapping[str, Any]
+    request: GenerationRequest | None = None
+    calls: int = 1
+    max_calls: int = 1
+
+
+# (found, value) of a resolution-cache entry, looked up without computing anything.
+CachePeek = Callable[[str, Mapping[str, Any]], tuple[bool, Any]]
+
+
 @dataclass
 class MethodContext:
     """What a method may use while resolving: the steered model's backend, a resolution cache,
@@ -76,6 +100,15 @@ class Method(ABC):
         self, query: Query, strength: float | None, ctx: MethodContext
     ) -> Intervention:
         """The intervention for ``query`` at ``strength``."""
+
+    def estimate_resolution(
+        self, query: Query, strength: float | None, ctx: MethodContext, cached: CachePeek
+    ) -> list[ResolutionCall] | None:
+        """The backend calls resolving ``query`` at ``strength`` would make, for the dry run
+        (cached ones may be listed: the dry run drops them); ``cached`` peeks at the resolution
+        cache (e.g. a search result a later call's key depends on). None: the method cannot
+        say, and its calls go uncounted (the dry run says so)."""
+        return None
 
     def identity(self) -> dict[str, Any]:
         """Registered name and creation arguments (set by the registry), for logs and manifests."""

@@ -27,7 +27,14 @@ from steerstats._registry import options_factory
 from steerstats.backends.base import Steering
 from steerstats.errors import ConfigError
 from steerstats.methods._registry import method
-from steerstats.methods.base import Intervention, Method, MethodContext, Query
+from steerstats.methods.base import (
+    CachePeek,
+    Intervention,
+    Method,
+    MethodContext,
+    Query,
+    ResolutionCall,
+)
 from steerstats.methods.prompt import DEFAULT_TEMPLATE, render_prompt
 
 NEUTRAL_SYSTEM_PROMPT = "You are a helpful assistant."
@@ -130,11 +137,9 @@ class CAAMethod(Method):
         self.options = options
         self.with_prompt = with_prompt
 
-    async def vector(self, query: Query, ctx: MethodContext) -> dict[str, Any]:
-        """This query's CAA vector (digest, layer, norms) on the steered model's backend."""
-        backend = vector_backend(ctx, "caa")
+    def _build(self, query: Query) -> dict[str, Any]:
         o = self.options
-        kwargs: dict[str, Any] = {
+        return {
             "positive_system": render_prompt(o.template, query),
             "neutral_system": o.neutral_prompt,
             "prompts": list(o.prompts),
@@ -143,12 +148,30 @@ class CAAMethod(Method):
             "max_tokens": o.max_tokens,
         }
 
+    async def vector(self, query: Query, ctx: MethodContext) -> dict[str, Any]:
+        """This query's CAA vector (digest, layer, norms) on the steered model's backend."""
+        backend = vector_backend(ctx, "caa")
+        kwargs = self._build(query)
+
         async def compute() -> dict[str, Any]:
             info: dict[str, Any] = await backend.build_caa_vector(**kwargs, cache_dir=ctx.cache_dir)
             return info
 
         return await memoised_vector(ctx, "caa_vector", {"build": kwargs,
                                                          "backend": backend.identity()}, compute)
+
+    def vector_call(self, query: Query, ctx: MethodContext) -> ResolutionCall:
+        """Building this query's vector (one call: forward passes on the local model)."""
+        backend = vector_backend(ctx, "caa")
+        return ResolutionCall("vector", backend, "caa_vector",
+                              {"build": self._build(query), "backend": backend.identity()})
+
+    def estimate_resolution(
+        self, query: Query, strength: float | None, ctx: MethodContext, cached: CachePeek
+    ) -> list[ResolutionCall]:
+        if strength is None or strength == 0.0:
+            return []  # no vector at strength 0 (a missing strength is a config error)
+        return [self.vector_call(query, ctx)]
 
     async def resolve(
         self, query: Query, strength: float | None, ctx: MethodContext

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from steerstats.methods._registry import method
-from steerstats.methods.base import Intervention, Method, MethodContext, Query
+from steerstats.methods.base import (
+    CachePeek,
+    Intervention,
+    Method,
+    MethodContext,
+    Query,
+    ResolutionCall,
+)
 
 
 class Control(Method):
@@ -11,6 +18,11 @@ class Control(Method):
         self, query: Query, strength: float | None, ctx: MethodContext
     ) -> Intervention:
         return Intervention()
+
+    def estimate_resolution(
+        self, query: Query, strength: float | None, ctx: MethodContext, cached: CachePeek
+    ) -> list[ResolutionCall]:
+        return []  # resolves without a call
 
 
 @method("control")

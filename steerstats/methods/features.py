@@ -21,7 +21,14 @@ from steerstats.methods._feature_steering import (
     resolution_key,
 )
 from steerstats.methods._registry import method
-from steerstats.methods.base import Intervention, Method, MethodContext, Query
+from steerstats.methods.base import (
+    CachePeek,
+    Intervention,
+    Method,
+    MethodContext,
+    Query,
+    ResolutionCall,
+)
 
 LOOKUP_NAMESPACE = "goodfire.lookup"
 SEARCH_NAMESPACE = "goodfire.search"
@@ -102,6 +109,23 @@ class ExplicitFeatures(Method):
                 )
             )
         return feature_intervention(edits, strength, "features", query)
+
+    def estimate_resolution(
+        self, query: Query, strength: float | None, ctx: MethodContext, cached: CachePeek
+    ) -> list[ResolutionCall]:
+        """One lookup of the indices without an id, one search per feature given by label."""
+        calls = []
+        need_lookup = sorted({s.index for s in self.specs if s.index is not None and s.id is None})
+        if need_lookup:
+            backend_extra(ctx.backend, "lookup_features", "features")
+            calls.append(ResolutionCall("feature lookup", ctx.backend, LOOKUP_NAMESPACE,
+                                        resolution_key(ctx.backend, indices=need_lookup)))
+        for spec in self.specs:
+            if spec.index is None:
+                backend_extra(ctx.backend, "search_features", "features")
+                key = resolution_key(ctx.backend, query=str(spec.label), k=LABEL_SEARCH_K)
+                calls.append(ResolutionCall("feature search", ctx.backend, SEARCH_NAMESPACE, key))
+        return calls
 
     async def _by_label(self, label: str, ctx: MethodContext) -> dict[str, Any]:
         call = backend_extra(ctx.backend, "search_features", "features")

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from steerstats.methods._registry import method
-from steerstats.methods.base import Intervention, Method, MethodContext, Query
+from steerstats.methods.base import (
+    CachePeek,
+    Intervention,
+    Method,
+    MethodContext,
+    Query,
+    ResolutionCall,
+)
 
 DEFAULT_TEMPLATE = "You are a helpful assistant. In every reply, {query}."
 # The seed study's MMLU prompt method (its open-prompt study used "When answering to the
@@ -26,6 +33,11 @@ class PromptMethod(Method):
         self, query: Query, strength: float | None, ctx: MethodContext
     ) -> Intervention:
         return Intervention(system_prompt=render_prompt(self.template, query))
+
+    def estimate_resolution(
+        self, query: Query, strength: float | None, ctx: MethodContext, cached: CachePeek
+    ) -> list[ResolutionCall]:
+        return []  # resolves without a call
 
 
 @method("prompt")

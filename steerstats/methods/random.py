@@ -13,7 +13,14 @@ from typing import Any
 
 from steerstats._registry import options_factory
 from steerstats.methods._registry import method
-from steerstats.methods.base import Intervention, Method, MethodContext, Query
+from steerstats.methods.base import (
+    CachePeek,
+    Intervention,
+    Method,
+    MethodContext,
+    Query,
+    ResolutionCall,
+)
 from steerstats.methods.caa import (
     CAAMethod,
     CAAOptions,
@@ -57,6 +64,12 @@ class RandomDirection(Method):
                     "typical_norm": base.get("typical_norm")}
 
         return vector_intervention(await memoised_vector(ctx, "random_vector", key, compute), s)
+
+    def estimate_resolution(
+        self, query: Query, strength: float | None, ctx: MethodContext, cached: CachePeek
+    ) -> list[ResolutionCall]:
+        """The CAA vector whose norm it matches (the direction itself is drawn locally)."""
+        return self.caa.estimate_resolution(query, strength, ctx, cached)
 
 
 def hash_seed(seed: int, query_id: str) -> int:
