@@ -75,8 +75,11 @@ def _distinct_keys(tasks: Sequence[TaskT], cache: Any) -> list[tuple[TaskT, bool
     return out
 
 
-async def run(p: Plan, *, progress: bool = True, console: Any = None) -> RunSummary:
-    """Execute every task of ``p`` the cache does not hold; return what happened."""
+async def run(p: Plan, *, progress: bool = True, console: Any = None,
+              share: tuple[int, int] | None = None) -> RunSummary:
+    """Execute every task of ``p`` the cache does not hold; return what happened. ``share``
+    ``(i, n)``: this is worker i of n on the plan, which starts i/n of the way through it (so
+    the workers meet at the end instead of trying each other's claims all along)."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -164,11 +167,14 @@ async def run(p: Plan, *, progress: bool = True, console: Any = None) -> RunSumm
         meter.on_event = say
         runner = TaskRunner(p, summary, advance, say)
         session.cache.ledger.hold(runner.owner)
-        items: Iterable[Callable[[], Any]] = [
+        items: list[Callable[[], Any]] = [
             *((lambda k=k, g=g: runner.generation(k, g, g.request, judges_after[k]))
               for k, g in pending_gens.items() if g.request is not None),
             *((lambda j=j: runner.judgement(j)) for j in ready_judges),
         ]
+        if share is not None and share[1] > 1:
+            start = len(items) * (share[0] % share[1]) // share[1]
+            items = items[start:] + items[:start]
         window = claim_window(session, pending_gens.values(),
                               [*ready_judges, *(j for js in judges_after.values() for j in js)])
         ticker = asyncio.ensure_future(tick()) if progress and total else None
@@ -232,7 +238,7 @@ def _fewer_gc_passes() -> Iterator[None]:
 
 async def acollect(config: Experiment, *, limit_queries: int | None = None,
                    limit_prompts: int | None = None, progress: bool = True,
-                   console: Any = None) -> RunSummary:
+                   console: Any = None, share: tuple[int, int] | None = None) -> RunSummary:
     """Async :func:`collect`, for callers already inside an event loop."""
     async with Session(config, dry=True) as session:
         ledger, scope = session.cache.ledger, config.experiment.name
@@ -253,13 +259,14 @@ async def acollect(config: Experiment, *, limit_queries: int | None = None,
                 f"{config.path}: nothing to collect: no prompt applies to any query (check "
                 "[queries] and [prompts], and the --limit options)")
         remember_scope(ledger, scope, limit_queries, limit_prompts)
-        return await run(live, progress=progress, console=console)
+        return await run(live, progress=progress, console=console, share=share)
 
 
 def collect(config: Experiment, *, limit_queries: int | None = None,
             limit_prompts: int | None = None, progress: bool = True,
-            console: Any = None) -> RunSummary:
-    """Plan and run ``config`` (what ``steerstats collect`` does); safe to interrupt and re-run."""
+            console: Any = None, share: tuple[int, int] | None = None) -> RunSummary:
+    """Plan and run ``config`` (what ``steerstats collect`` does); safe to interrupt and re-run.
+    ``share=(i, n)``: one of n processes on it (see :func:`run`)."""
     return run_sync(lambda: acollect(config, limit_queries=limit_queries,
                                       limit_prompts=limit_prompts, progress=progress,
-                                      console=console))
+                                      console=console, share=share))

@@ -152,6 +152,9 @@ class TaskRunner:
 
     async def generation(self, key: str, task: GenerationTask, request: GenerationRequest,
                          judges: list[JudgeTask]) -> None:
+        if key in self.cache:  # done by another process since planning: no claim needed
+            await self._done_elsewhere(task, judges)
+            return
         claimed = await self._claim(key, task, judges)
         if claimed is None:
             await self._done_elsewhere(task, judges)
