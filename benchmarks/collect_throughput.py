@@ -241,7 +241,7 @@ def main() -> None:
         "warm_calls": warm.calls, "warm_lookups": warm.lookups,
         "cache_lookups_per_s": lookups, "goal_cache_lookups_per_s": 20_000,
         "warm_rerun_s_incl_planning": warm_total,
-        "cpus": os.cpu_count(), "load_avg_1m_start": load_start,
+        "cpus": os.cpu_count(), "niceness": os.nice(0), "load_avg_1m_start": load_start,
         "load_avg_1m_end": os.getloadavg()[0],
     }
     print(f"steerstats in-process = {ours / sdk:.2f} of the bare SDK loop (goal 0.9); CLI "

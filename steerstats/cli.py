@@ -125,6 +125,7 @@ def collect(
         "claimed by one; uses more than one core).")] = 1,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     worker: Annotated[bool, typer.Option("--worker", hidden=True)] = False,
+    share: Annotated[str, typer.Option("--share", hidden=True)] = "",
 ) -> None:
     """Collect generations and judge scores into the cache.
 
@@ -161,10 +162,16 @@ def collect(
                             ("--limit-prompts", limit_prompts)):
             if value is not None:
                 args += [flag, str(value)]
-        children = [subprocess.Popen(args, stdout=subprocess.DEVNULL) for _ in range(workers - 1)]
+        children = [subprocess.Popen([*args, "--share", f"{i}/{workers}"],
+                                     stdout=subprocess.DEVNULL) for i in range(1, workers)]
+    # Worker i of n starts i/n of the way through the plan (hidden --share i/n).
+    mine = (0, workers) if workers > 1 else None
+    if share:
+        i, _, n = share.partition("/")
+        mine = (int(i), int(n))
     try:
         summary = col.collect(cfg, limit_queries=limit_queries, limit_prompts=limit_prompts,
-                              progress=not quiet, console=err)
+                              progress=not quiet, console=err, share=mine)
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]: finished results are saved; re-run to continue")
         raise typer.Exit(130) from None

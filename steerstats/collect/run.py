@@ -34,7 +34,8 @@ from steerstats.collect.tasks import (
 from steerstats.config import Experiment
 from steerstats.errors import ConfigError
 
-__all__ = ["UNPARSED_WARN", "RunSummary", "acollect", "collect", "run", "unparsed_rows"]
+__all__ = ["UNPARSED_WARN", "RunSummary", "acollect", "claim_window", "collect", "run",
+           "unparsed_rows"]
 
 TaskT = TypeVar("TaskT", "GenerationTask", "JudgeTask")
 
@@ -42,6 +43,24 @@ TaskT = TypeVar("TaskT", "GenerationTask", "JudgeTask")
 _BAR_UPDATE_S = 0.1
 # Allocations between collections of the youngest GC generation during a run (Python: 700).
 _GC_GEN0_THRESHOLD = 10_000
+# Tasks alive (so keys claimed) per call that may be in flight, and the fewest alive at once.
+_CLAIMS_PER_SLOT = 2
+_MIN_WINDOW = 8
+
+
+def claim_window(session: Session, gens: Iterable[GenerationTask],
+                 judgements: Iterable[JudgeTask]) -> int:
+    """How many tasks run (and so hold a claim) at once: about twice the calls the run's
+    backends may have in flight, at most :data:`WINDOW`. A task claims its key when it starts,
+    long before a backend slot frees up, so a window far above the slots lets the first
+    ``collect --workers`` process claim what it cannot call for a while, and the others sit
+    idle (benchmarks/collect_scaling.py: 2 workers were slower than 1)."""
+    limits: dict[str, int] = {}  # per concurrency group (a backend name)
+    for b in {*(session.model_backend(g.model) for g in {g.model: g for g in gens}.values()),
+              *(session.judge_backend(j) for j in {j.judge for j in judgements})}:
+        if b is not None:
+            limits[b.name] = max(limits.get(b.name, 0), b.max_concurrency())
+    return max(_MIN_WINDOW, min(WINDOW, _CLAIMS_PER_SLOT * sum(limits.values())))
 
 
 def _distinct_keys(tasks: Sequence[TaskT], cache: Any) -> list[tuple[TaskT, bool]]:
@@ -56,8 +75,11 @@ def _distinct_keys(tasks: Sequence[TaskT], cache: Any) -> list[tuple[TaskT, bool
     return out
 
 
-async def run(p: Plan, *, progress: bool = True, console: Any = None) -> RunSummary:
-    """Execute every task of ``p`` the cache does not hold; return what happened."""
+async def run(p: Plan, *, progress: bool = True, console: Any = None,
+              share: tuple[int, int] | None = None) -> RunSummary:
+    """Execute every task of ``p`` the cache does not hold; return what happened. ``share``
+    ``(i, n)``: this is worker i of n on the plan, which starts i/n of the way through it (so
+    the workers meet at the end instead of trying each other's claims all along)."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -145,16 +167,21 @@ async def run(p: Plan, *, progress: bool = True, console: Any = None) -> RunSumm
         meter.on_event = say
         runner = TaskRunner(p, summary, advance, say)
         session.cache.ledger.hold(runner.owner)
-        items: Iterable[Callable[[], Any]] = [
+        items: list[Callable[[], Any]] = [
             *((lambda k=k, g=g: runner.generation(k, g, g.request, judges_after[k]))
               for k, g in pending_gens.items() if g.request is not None),
             *((lambda j=j: runner.judgement(j)) for j in ready_judges),
         ]
+        if share is not None and share[1] > 1:
+            start = len(items) * (share[0] % share[1]) // share[1]
+            items = items[start:] + items[:start]
+        window = claim_window(session, pending_gens.values(),
+                              [*ready_judges, *(j for js in judges_after.values() for j in js)])
         ticker = asyncio.ensure_future(tick()) if progress and total else None
         try:
             with _fewer_gc_passes():
-                await run_windowed(items, WINDOW)
-                await runner.settle_deferred()
+                await run_windowed(items, window)
+                await runner.settle_deferred(window)
         finally:
             meter.on_event = previous_event
             session.cache.ledger.drop(runner.owner)
@@ -211,7 +238,7 @@ def _fewer_gc_passes() -> Iterator[None]:
 
 async def acollect(config: Experiment, *, limit_queries: int | None = None,
                    limit_prompts: int | None = None, progress: bool = True,
-                   console: Any = None) -> RunSummary:
+                   console: Any = None, share: tuple[int, int] | None = None) -> RunSummary:
     """Async :func:`collect`, for callers already inside an event loop."""
     async with Session(config, dry=True) as session:
         ledger, scope = session.cache.ledger, config.experiment.name
@@ -232,13 +259,14 @@ async def acollect(config: Experiment, *, limit_queries: int | None = None,
                 f"{config.path}: nothing to collect: no prompt applies to any query (check "
                 "[queries] and [prompts], and the --limit options)")
         remember_scope(ledger, scope, limit_queries, limit_prompts)
-        return await run(live, progress=progress, console=console)
+        return await run(live, progress=progress, console=console, share=share)
 
 
 def collect(config: Experiment, *, limit_queries: int | None = None,
             limit_prompts: int | None = None, progress: bool = True,
-            console: Any = None) -> RunSummary:
-    """Plan and run ``config`` (what ``steerstats collect`` does); safe to interrupt and re-run."""
+            console: Any = None, share: tuple[int, int] | None = None) -> RunSummary:
+    """Plan and run ``config`` (what ``steerstats collect`` does); safe to interrupt and re-run.
+    ``share=(i, n)``: one of n processes on it (see :func:`run`)."""
     return run_sync(lambda: acollect(config, limit_queries=limit_queries,
                                       limit_prompts=limit_prompts, progress=progress,
-                                      console=console))
+                                      console=console, share=share))

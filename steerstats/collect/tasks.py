@@ -23,7 +23,8 @@ from steerstats.keys import KEY_VERSION
 __all__ = ["UNPARSED_WARN", "WINDOW", "RunSummary", "TaskRunner", "run_windowed",
            "unparsed_rows"]
 
-# Tasks alive at once (their calls are bounded by the backends' semaphores; this bounds memory).
+# Most tasks alive at once (their calls are bounded by the backends' semaphores; this bounds
+# memory); a run uses fewer, sized to its backends' slots (run.claim_window).
 WINDOW = 1024
 # Seconds between looks at tasks another process holds.
 _PEER_POLL_S = 0.25
@@ -151,6 +152,9 @@ class TaskRunner:
 
     async def generation(self, key: str, task: GenerationTask, request: GenerationRequest,
                          judges: list[JudgeTask]) -> None:
+        if key in self.cache:  # done by another process since planning: no claim needed
+            await self._done_elsewhere(task, judges)
+            return
         claimed = await self._claim(key, task, judges)
         if claimed is None:
             await self._done_elsewhere(task, judges)
@@ -288,7 +292,7 @@ class TaskRunner:
         self.judged(jt.judge, rows)
         self.advance(1)
 
-    async def settle_deferred(self) -> None:
+    async def settle_deferred(self, window: int = WINDOW) -> None:
         """Wait for the tasks other processes held: each ends with a result (theirs), a failure
         recorded there during this run, or our taking it over (their lease expired or they
         gave it up, e.g. at their budget)."""
@@ -315,7 +319,7 @@ class TaskRunner:
                 else:
                     retry.append(functools.partial(self.judgement, task))
             if retry:
-                await run_windowed(retry, WINDOW)
+                await run_windowed(retry, window)
 
     def _failed_elsewhere(self, key: str) -> bool:
         fail = self.cache.failure(key, fresh=True)
