@@ -291,3 +291,15 @@ def test_one_repeat_confounds_interaction_and_residual_and_the_d_study_says_so()
     assert vc.loc["response:rater", "variance"] == pytest.approx(0.40, abs=0.12)
     grid = st.decision_study(st.g_study(panel), n_raters=[2], n_repeats=[1, 3])
     assert grid["g"].iloc[0] == pytest.approx(grid["g"].iloc[1])
+
+
+def test_g_study_names_each_metric_so_the_decision_study_runs_on_two_metrics() -> None:
+    # Found by running analyze on the demo (two metrics, two raters): g_study wrote the
+    # column's name ("metric") in every row, so decision_study saw each component twice.
+    both = pd.concat([st.simulate_panel(n_responses=30, seed=1, metric="behavior"),
+                      st.simulate_panel(n_responses=30, seed=2, metric="coherence")],
+                     ignore_index=True)
+    g = st.g_study(both)
+    assert sorted(g["metric"].unique()) == ["behavior", "coherence"]
+    d = st.decision_study(g, n_raters=[1, 2], n_repeats=[1, 2])
+    assert sorted(d["metric"].unique()) == ["behavior", "coherence"] and len(d) == 8
