@@ -573,5 +573,5 @@ def decision_study_curve(grid: pd.DataFrame, *, target: float = 0.8) -> AnyChart
     rule = alt.Chart().mark_rule(color="#888", strokeDash=[3, 3]).encode(y=alt.datum(target))
     return (
         alt.layer(line, ring, rule, data=long).properties(width=_PANEL_WIDTH, height=220)
-        .facet(column=alt.Column("metric:N", title=None, header=_HEADER))
+        .facet(facet=alt.Facet("metric:N", title=None, header=_HEADER), columns=2)
     )

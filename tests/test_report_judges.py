@@ -48,7 +48,7 @@ def test_a_panel_shows_every_table_of_the_judges_section(panel: Path) -> None:
     section = judges_section(load_report(panel))
     text = _texts(section)
     assert "2 judges, judge\\-a (2 repeats) and judge\\-b (2 repeats)" in text
-    assert "unknown" not in text and "No " not in text  # every table is there
+    assert "\nNo " not in "\n" + text  # every table is there
     tables = [b for b in section.blocks if isinstance(b, Table)]
     headers = [set(t.frame.columns) for t in tables]
     facet = tables[0].frame
@@ -64,6 +64,9 @@ def test_a_panel_shows_every_table_of_the_judges_section(panel: Path) -> None:
     # judge-b rates one point higher: its offset's interval excludes 0, and is listed.
     assert "judge\\-b on behavior: 0." in text
     assert "same Holm families as the pooled ones (one per model x metric x baseline)" in text
+    # 4 queries: p-values are withheld, so no conclusion can be checked, and it says so.
+    n = len(load_report(panel).tables["judge_robustness"])
+    assert f"{n} of {n} pooled contrasts have no p-value (e.g. too few queries)" in text
 
 
 def test_both_render_paths_draw_the_judges_section(panel: Path, tmp_path: Path) -> None:
@@ -80,8 +83,9 @@ def test_one_judge_says_what_is_unknown(tmp_path: Path) -> None:
     folder = report_tables.write_folder(tmp_path / "one", gens, scores)
     section = judges_section(load_report(folder))
     text = _texts(section)
-    assert "**behavior**: 1 judge, judge\\-a (2 repeats). With one judge, whether another " \
-           "judge would give the same scores" in text
+    assert "- **behavior**: 1 judge, judge\\-a (2 repeats)." in text
+    assert ("With one judge (behavior and coherence), whether another judge would give the "
+            "same scores") in text
     # The facet table still has each judge's test-retest rows; the panel tables say why not.
     facet = next(b for b in section.blocks if isinstance(b, Table)).frame
     assert set(facet["Facet"]) == {"test-retest"}
@@ -96,7 +100,7 @@ def test_one_repeat_and_no_tables_never_crash() -> None:
                             "n_repeats": [1, 1], "n_responses": [10, 10],
                             "n_ratings": [10, 10], "n_missing": [0, 0]})
     text = _texts(judges_section(ReportData({"judging": judging})))
-    assert "With one judging per judge, how much a judge disagrees with itself" in text
+    assert "With one judging per judge (behavior), how much a judge disagrees with itself" in text
     empty = judges_section(ReportData({}))
     assert empty.blocks and "No judged metric" in _texts(empty)
     nan_grid = pd.DataFrame({"method": [np.nan], "metric": ["behavior"], "n_raters": [1],
@@ -118,3 +122,23 @@ def test_contrasts_state_the_holm_family_the_analysis_used(panel: Path) -> None:
     n = shown.groupby(["model", "metric", "baseline"]).ngroups
     assert n == 12  # 2 models x (accuracy, behavior, coherence) x (control, prompt)
     assert f"({n} families here)" in first.markdown
+
+
+def test_robustness_lists_the_conclusions_another_judge_changes() -> None:
+    rob = pd.DataFrame({
+        "model": ["m", "m", "m"], "method": ["caa", "prompt", "<b>x</b>"],
+        "strength": [1.0, np.nan, np.nan], "metric": ["behavior"] * 3,
+        "baseline": ["control"] * 3, "diff": [0.5, 0.1, np.nan],
+        "p_holm": [0.01, 0.4, np.nan],
+        "conclusion": ["higher", "not significant", "not estimable"],
+        "n_judges": [2, 2, 2], "same_sign": [2, 1, 0], "same_conclusion": [1, 2, 2],
+        "holds_under_every_judge": [False, True, True],
+        "sign_holds_under_every_judge": [True, False, False],
+        "judges": ["a: higher (+0.60); b: not significant (+0.40)", "", ""]})
+    blocks = judges_section(ReportData({"judge_robustness": rob})).blocks
+    text = "\n".join(b.markdown for b in blocks if isinstance(b, Text))
+    assert "1 of 3 pooled contrasts have no p-value" in text
+    assert "1 of 2 testable conclusions hold under every judge; these do not:" in text
+    assert "- caa \\@ 1 − control on behavior (m): pooled higher; a\\: higher" in text
+    table = next(b for b in blocks if isinstance(b, Table)).frame
+    assert "Model" not in table and list(table["Holds under every judge"]) == ["no", "yes", "yes"]

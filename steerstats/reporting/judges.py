@@ -13,6 +13,7 @@ import pandas as pd
 from steerstats import fmt, plots
 from steerstats.reporting._cells import (
     ALPHA,
+    Column,
     _ci_col,
     _count_col,
     _display,
@@ -76,29 +77,25 @@ def _panel_text(data: ReportData) -> Text:
     if rated.empty:
         return Text("Every metric here is computed (no judge), so there is no judge to "
                     "assess.")
-    lines = []
+    lines: list[str] = []
+    gaps: dict[str, tuple[list[str], str]] = {}
     for metric, rows in rated.groupby("metric", sort=True):
         judges = [f"{md(r['rater'])} ({fmt.plural(r['n_repeats'], 'repeat')})"
                   for _, r in rows.iterrows()]
         n_judges = rows["rater"].nunique()
         repeated = bool((pd.to_numeric(rows["n_repeats"], errors="coerce") >= 2).any())
-        unknown = []
+        lines.append(f"- **{md(metric)}**: {fmt.plural(n_judges, 'judge')}, "
+                     f"{fmt.listing(judges)}.")
         if n_judges < 2:
-            unknown.append(_NO_PANEL)
+            gaps.setdefault("one judge", ([], _NO_PANEL))[0].append(md(metric))
         if not repeated:
-            unknown.append(_NO_RETEST)
-        line = (f"- **{md(metric)}**: {fmt.plural(n_judges, 'judge')}, "
-                f"{fmt.listing(judges)}.")
-        if unknown:
-            which = ("one judge" if n_judges < 2 else "") + (
-                " and " if n_judges < 2 and not repeated else "") + (
-                "one judging per judge" if not repeated else "")
-            line += f" With {which}, " + "; ".join(unknown) + "."
-        lines.append(line)
+            gaps.setdefault("one judging per judge", ([], _NO_RETEST))[0].append(md(metric))
+    said = [f"With {what} ({fmt.listing(metrics)}), {unknown}."
+            for what, (metrics, unknown) in gaps.items()]
     return Text(
         "A judged score mixes the response (what we want to measure) with the judge: its "
         "noise on a re-run, its offset, and its own ranking of responses. Judges and repeats "
-        "per judged metric:\n\n" + "\n".join(lines))
+        "per judged metric:\n\n" + "\n".join(lines) + ("\n\n" + " ".join(said) if said else ""))
 
 
 # ------------------------------------------------------------------------------ by facet
@@ -155,6 +152,7 @@ def _decision(data: ReportData) -> list[Block]:
     """Variance components (G study) and the reliability of more judges or repeats (D study)."""
     blocks: list[Block] = []
     g = data.get("g_study")
+    confounded_metrics: set[str] = set()
     if g is None:
         blocks.append(_why(data, "g_study", "generalizability study"))
     else:
@@ -164,7 +162,9 @@ def _decision(data: ReportData) -> list[Block]:
             "(universe score), the judge's offset, the judge x response interaction and the "
             "residual (a judge's disagreement with itself), by REML."))
         confounded = g.get("confounded", pd.Series(False, index=g.index))
-        if confounded.astype("boolean").fillna(False).any():
+        confounded = confounded.map(_true)
+        confounded_metrics = {str(m) for m in g.loc[confounded, "metric"]}
+        if confounded.any():
             blocks.append(Text(
                 "One judging per judge: the response:rater row holds the judge x response "
                 "interaction and the judges' noise together (residual not separable)."))
@@ -179,6 +179,11 @@ def _decision(data: ReportData) -> list[Block]:
         blocks.append(_why(data, "decision_study", "decision study"))
         return blocks
     grid = _overall(grid)
+    if confounded_metrics:
+        # One repeat collected: what more repeats would buy is not estimable (the judges'
+        # noise is inside response:rater), so the grid is read at one repeat only.
+        keep = ~grid["metric"].astype(str).isin(confounded_metrics) | (grid["n_repeats"] == 1)
+        grid = grid[keep]
     lines = []
     for metric, rows in grid.groupby("metric", sort=True):
         rows = rows.assign(judgings=rows["n_raters"] * rows["n_repeats"])
@@ -195,6 +200,9 @@ def _decision(data: ReportData) -> list[Block]:
         else:
             parts.append(f"no design in the grid reaches G ≥ {TARGET:g} (at most "
                          f"{fmt.num(rows['g'].max())})")
+        if str(metric) in confounded_metrics:
+            parts.append("what more repeats per judge would buy is unknown (one was "
+                         "collected), so only more judges are shown")
         lines.append(f"- {md(metric)}: " + "; ".join(parts) + ".")
     blocks.append(Text(
         "Decision study: the reliability of the mean of more judges or repeats, from the "
@@ -275,23 +283,32 @@ def _robustness(data: ReportData) -> list[Block]:
         return [_why(data, "judge_robustness", "per-judge conclusions")]
     rob = _sorted(_with_arms(rob), ["metric", "baseline", "model", "diff"],
                   [True, True, True, False])
-    holds = rob["holds_under_every_judge"].astype("boolean").fillna(False)
-    failing = rob[~holds]
+    holds = rob["holds_under_every_judge"].map(_true)
+    testable = rob["conclusion"].astype(str) != "not estimable"
+    failing = rob[testable & ~holds]
     text = (
         "Conclusions under each judge: the paired contrasts rerun on each judge's scores alone, "
         "with the same Holm families as the pooled ones (one per model x metric x baseline). "
-        f"A conclusion is the sign of the difference and whether its Holm p is below {ALPHA}. "
-        f"{fmt.count(int(holds.sum()))} of {fmt.count(len(rob))} pooled conclusions hold under "
-        "every judge")
-    if len(failing):
-        items = [f"- {md(r['method'])} − {md(r['baseline'])} on {md(r['metric'])} "
-                 f"({md(r['model'])}): pooled {md(r['conclusion'])}; {md(r['judges'])}"
-                 for _, r in failing.iterrows()]
-        text += "; these do not:\n\n" + "\n".join(items)
-    else:
-        text += "."
-    return [Text(text), _display(rob, [
-        ("Model", _text("model")), ("Metric", _text("metric")),
+        f"A conclusion is the sign of the difference and whether its Holm p is below {ALPHA}. ")
+    n_untestable = int((~testable).sum())
+    if n_untestable:
+        text += (f"{fmt.count(n_untestable)} of {fmt.count(len(rob))} pooled contrasts have no "
+                 "p-value (e.g. too few queries), so whether they hold under another judge is "
+                 "unknown. ")
+    if testable.any():
+        text += (f"{fmt.count(int((testable & holds).sum()))} of "
+                 f"{fmt.count(int(testable.sum()))} testable conclusions hold under every judge")
+        if len(failing):
+            items = [f"- {md(r['method'])} − {md(r['baseline'])} on {md(r['metric'])} "
+                     f"({md(r.get('model', ''))}): pooled {md(r['conclusion'])}; "
+                     f"{md(r['judges'])}" for _, r in failing.iterrows()]
+            text += "; these do not:\n\n" + "\n".join(items)
+        else:
+            text += "."
+    several = "model" in rob and rob["model"].nunique() > 1
+    columns: list[Column] = [("Model", _text("model"))] if several else []
+    return [Text(text.strip()), _display(rob, [
+        *columns, ("Metric", _text("metric")),
         ("Contrast", lambda r: f"{r['method']} − {r['baseline']}"),
         ("Pooled difference", lambda r: fmt.num(r["diff"])),
         ("Holm p", lambda r: fmt.pval(r["p_holm"])), ("Conclusion", _text("conclusion")),
