@@ -20,19 +20,6 @@ ROOT = Path(__file__).resolve().parents[1]
 QMD = ROOT / "report" / "index.qmd"
 
 
-def with_second_judge(scores: pd.DataFrame, name: str = "judge-b", seed: int = 0) -> pd.DataFrame:
-    """``scores`` plus a second judge of every judged rating: one point higher (capped at 5),
-    a quarter of its ratings redrawn."""
-    rng = np.random.default_rng(seed)
-    judged = scores[scores["rater"] == "judge-a"].copy()
-    value = (judged["value"] + 1).clip(upper=5)
-    redraw = rng.random(len(judged)) < 0.25
-    value[redraw] = rng.integers(1, 6, int(redraw.sum())).astype(float)
-    judged["value"] = value.where(judged["value"].notna())
-    judged["rater"] = name
-    return pd.concat([scores, judged], ignore_index=True)
-
-
 def _texts(section: Section) -> str:
     return "\n".join(b.markdown for b in section.blocks if isinstance(b, Text))
 
@@ -41,7 +28,7 @@ def _texts(section: Section) -> str:
 def panel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     gens, scores = report_tables.tidy()
     folder = tmp_path_factory.mktemp("panel") / "results"
-    return report_tables.write_folder(folder, gens, with_second_judge(scores))
+    return report_tables.write_folder(folder, gens, report_tables.with_second_judge(scores))
 
 
 def test_a_panel_shows_every_table_of_the_judges_section(panel: Path) -> None:
