@@ -140,7 +140,7 @@ def _facets(data: ReportData) -> list[Block]:
     blocks: list[Block] = [intro, _display(table, columns, "Reliability by facet, all "
                                            "methods together.")]
     retest = data.skipped("rater_reliability: test-retest")
-    if retest:
+    if retest and data.get("judging") is None:  # else the panel's description says it
         blocks.append(Text(f"No test-retest row: {md(retest)}."))
     return blocks
 
