@@ -47,6 +47,8 @@ def test_a_panel_shows_every_table_of_the_judges_section(panel: Path) -> None:
     assert any("Holds under every judge" in h for h in headers)  # robustness
     figures = [b for b in section.blocks if isinstance(b, Figure)]
     assert [f.name for f in figures] == ["decision_study"]
+    assert ("(solid: 1 repeat per judge; dashed: 2 repeats per judge; dotted: 3 repeats per "
+            "judge)") in figures[0].caption
     assert "G ≥ 0.8" in text and "as collected (2 judges x 2 repeats)" in text
     # judge-b rates one point higher: its offset's interval excludes 0, and is listed.
     assert "judge\\-b on behavior: 0." in text

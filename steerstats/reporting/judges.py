@@ -212,10 +212,13 @@ def _decision(data: ReportData) -> list[Block]:
     drawn = grid[grid[["g", "phi"]].notna().any(axis=1)]
     if len(drawn):
         drawn = drawn.assign(metric=[label(m) for m in drawn["metric"]])
+        repeats = sorted({int(k) for k in drawn["n_repeats"]})
+        dashes = "; ".join(f"{plots.DASH_NAMES[i % len(plots.DASH_NAMES)]}: "
+                           f"{fmt.plural(k, 'repeat')} per judge" for i, k in enumerate(repeats))
         blocks.append(Figure(plots.decision_study_curve(drawn, target=TARGET),
-                             "G and Phi of the mean score against the judgings per response, "
-                             f"a line per repeats per judge; ringed: the design collected; "
-                             f"dashed: {TARGET:g}.", "decision_study"))
+                             "G (blue) and Phi (orange) of the mean score against the judgings "
+                             f"per response ({dashes}); ringed: the design collected; grey "
+                             f"line: {TARGET:g}.", "decision_study"))
     return blocks
 
 
