@@ -17,6 +17,7 @@ import pandas as pd
 __all__ = [
     "AnyChart",
     "contrasts_forest",
+    "decision_study_curve",
     "dose_response_curves",
     "means_forest",
     "parse_failure_bars",
@@ -539,3 +540,48 @@ def query_heatmap(effects: pd.DataFrame, *, value: str = "diff") -> AnyChart:
     return (alt.layer(cells, text, data=data)
             .properties(width=alt.Step(64), height=alt.Step(20))
             .facet(column=alt.Column("model:N", title=None, header=_HEADER)))
+
+
+# Dash patterns of the decision-study lines, by repeats per judge in increasing order.
+_DASHES = ([1, 0], [8, 4], [2, 3], [10, 3, 2, 3], [4, 4])
+DASH_NAMES = ("solid", "dashed", "dotted", "dash-dotted", "short-dashed")
+
+
+def decision_study_curve(grid: pd.DataFrame, *, target: float = 0.8) -> AnyChart:
+    """G and Phi of the mean of n judges x n repeats against the number of judgings per
+    response (judges x repeats), a line per repeats-per-judge (solid, dashed, dotted, ... as
+    ``DASH_NAMES``, in increasing order), a panel per metric; the collected design ringed,
+    ``target`` as a grey dashed line.
+
+    Columns: metric, n_raters, n_repeats, g, phi, collected (``stats.decision_study``).
+    """
+    data = _check(grid, ["metric", "n_raters", "n_repeats", "g", "phi", "collected"],
+                  "decision_study_curve")
+    long = data.melt(id_vars=["metric", "n_raters", "n_repeats", "collected"],
+                     value_vars=["g", "phi"], var_name="coefficient", value_name="value")
+    long["coefficient"] = long["coefficient"].map({"g": "G (relative)", "phi": "Phi (absolute)"})
+    long["judgings"] = long["n_raters"] * long["n_repeats"]
+    long["repeats"] = [f"{int(k)} repeat{'s' if k != 1 else ''} per judge"
+                       for k in long["n_repeats"]]
+    order = list(dict.fromkeys(long.sort_values("n_repeats")["repeats"]))
+    dashes = [_DASHES[i % len(_DASHES)] for i in range(len(order))]
+    x = alt.X("judgings:Q", title="judgings per response (judges x repeats)",
+              scale=alt.Scale(zero=False), axis=alt.Axis(tickMinStep=1, format="d"))
+    y = alt.Y("value:Q", title="coefficient", scale=alt.Scale(domain=[0, 1]))
+    line = alt.Chart().mark_line(point=True, clip=True).encode(
+        x=x, y=y, color=alt.Color("coefficient:N", title=None,
+                                  legend=alt.Legend(orient="bottom", symbolType="stroke")),
+        # Vega draws no symbol for a dash legend beside a colour legend: the caption names
+        # the dashes instead (DASH_NAMES, in order of repeats).
+        strokeDash=alt.StrokeDash("repeats:N", sort=order, legend=None,
+                                  scale=alt.Scale(domain=order, range=dashes)),
+        detail="repeats:N",
+        tooltip=["metric", "coefficient", "n_raters", "n_repeats", "value"],
+    )
+    ring = alt.Chart().transform_filter(alt.datum.collected).mark_point(
+        size=160, color="black", strokeWidth=1.5, clip=True).encode(x=x, y=y)
+    rule = alt.Chart().mark_rule(color="#aaa", strokeWidth=1.5).encode(y=alt.datum(target))
+    return (
+        alt.layer(rule, line, ring, data=long).properties(width=_PANEL_WIDTH, height=220)
+        .facet(facet=alt.Facet("metric:N", title=None, header=_HEADER), columns=2)
+    )

@@ -62,11 +62,12 @@ class PageVisit:
 
 
 def visit(page: Path, script: str, screenshot: Path | None = None,
-          screenshot_height: float | None = None) -> PageVisit:
+          screenshot_height: float | None = None, section: str | None = None) -> PageVisit:
     """Load ``page``, run ``script`` (its return value is the visit's ``dom``), then close.
 
     ``requests`` lists every URL the page's document asked for, other than the page itself;
-    ``console`` holds the browser log entries (console messages and load errors).
+    ``console`` holds the browser log entries (console messages and load errors). The
+    screenshot starts at the top of the page, or at the element with id ``section``.
     """
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -95,10 +96,17 @@ def visit(page: Path, script: str, screenshot: Path | None = None,
         if screenshot is not None:
             metrics = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})
             size = metrics["cssContentSize"]
+            top = 0.0
+            if section is not None:
+                top = driver.execute_script(
+                    "const e = document.getElementById(arguments[0]);"
+                    "return e ? e.getBoundingClientRect().top + window.scrollY : null;", section)
+                if top is None:
+                    raise ValueError(f"no element with id {section!r} in {page}")
+            height = min(size["height"] - top, screenshot_height or size["height"])
             shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
                 "format": "png", "captureBeyondViewport": True,
-                "clip": {"x": 0, "y": 0, "width": size["width"],
-                         "height": min(size["height"], screenshot_height or size["height"]),
+                "clip": {"x": 0, "y": top, "width": size["width"], "height": height,
                          "scale": 1},
             })
             screenshot.parent.mkdir(parents=True, exist_ok=True)
@@ -110,23 +118,31 @@ def visit(page: Path, script: str, screenshot: Path | None = None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python tests/browser.py PAGE OUT.png``: a 1280 px wide screenshot of PAGE's first
-    screen (900 px) and, beside it, ``OUT-full.png`` of the whole page; prints any network
+    """``python tests/browser.py PAGE OUT.png [--section ID] [--height PX] [--no-full]``: a
+    1280 px wide screenshot of PAGE's first screen (900 px; from the section with id ID if
+    given) and, unless --no-full, ``OUT-full.png`` of the whole page; prints any network
     request or console message the page caused (there should be none)."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("page", type=Path)
     parser.add_argument("out", type=Path)
+    parser.add_argument("--section", help="id of the element the screenshot starts at")
+    parser.add_argument("--height", type=float, default=900, help="screenshot height (px)")
+    parser.add_argument("--no-full", action="store_true", help="skip the whole-page shot")
     args = parser.parse_args(argv)
     why = ensure_chromium()
     if why:
         print(why)
         return 1
-    full = args.out.with_name(args.out.stem + "-full.png")
-    seen = visit(args.page, "return document.title", screenshot=full)
-    visit(args.page, "return document.title", screenshot=args.out, screenshot_height=900)
-    print(f"{args.out} (first screen), {full} (whole page)")
+    seen = visit(args.page, "return document.title", screenshot=args.out,
+                 screenshot_height=args.height, section=args.section)
+    where = f"section #{args.section}" if args.section else "first screen"
+    print(f"{args.out} ({where}, {args.height:g} px)")
+    if not args.no_full:
+        full = args.out.with_name(args.out.stem + "-full.png")
+        visit(args.page, "return document.title", screenshot=full)
+        print(f"{full} (whole page)")
     print(f"requests: {seen.requests or 'none'}; console: {seen.console or 'none'}")
     return 0 if not seen.requests and not seen.console else 1
 

@@ -58,6 +58,20 @@ def tidy(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.DataFrame(gens), pd.DataFrame(scores)
 
 
+def with_second_judge(scores: pd.DataFrame, name: str = "judge-b", seed: int = 0,
+                      first: str = "judge-a") -> pd.DataFrame:
+    """``scores`` plus a second judge of every rating by ``first``: one point higher (capped at
+    5), a quarter of its ratings redrawn; unparsed where the first judge's rating is."""
+    rng = np.random.default_rng(seed)
+    judged = scores[scores["rater"] == first].copy()
+    value = (judged["value"] + 1).clip(upper=5)
+    redraw = rng.random(len(judged)) < 0.25
+    value[redraw] = rng.integers(1, 6, int(redraw.sum())).astype(float)
+    judged["value"] = value.where(judged["value"].notna())
+    judged["rater"] = name
+    return pd.concat([scores, judged], ignore_index=True)
+
+
 def _response(method: str, strength: float, query: str, prompt_id: str) -> str:
     """A short, distinct response text per arm and prompt."""
     arm = method if np.isnan(strength) else f"{method} at strength {strength:g}"

@@ -1,6 +1,7 @@
 """The report renders on ordinary but degenerate results, on both render paths, and says in
 one line what it cannot show: one arm, no baseline, no cost metric, all values NaN, judge
-scores all unparsed, one query, one rater, one prompt, and imported scores without responses."""
+scores all unparsed, one query, one rater, one prompt, imported scores without responses, and
+judge panels with one repeat or no parsed rating."""
 
 from __future__ import annotations
 
@@ -49,7 +50,15 @@ CASES: dict[str, tuple[Callable[[pd.DataFrame, pd.DataFrame], Tidy], list[str]]]
     "one_query": (lambda g, s: _keep(g, s, "query_id", {"be-funny"}),
                   ["fewer than 6"]),
     "one_rater": (lambda g, s: (g, s[s["repeat"] == 0].reset_index(drop=True)),
-                  ["Not computed: each response was judged once"]),
+                  ["Not computed: each response was judged once",
+                   "With one judge (behavior and coherence), whether another judge",
+                   "No decision study: one judge per metric"]),
+    "two_judges_one_repeat": (
+        lambda g, s: (g, report_tables.with_second_judge(s[s["repeat"] == 0])),
+        ["With one judging per judge (behavior and coherence), how much a judge disagrees",
+         "what more repeats per judge would buy is unknown"]),
+    "two_judges_all_nan": (lambda g, s: (g, _nan(report_tables.with_second_judge(s))),
+                           ["every rating is missing"]),
     "one_prompt": (lambda g, s: _keep(g, s, "prompt_id", {"common-00", "mmlu-000"}), []),
     "no_responses": (lambda g, s: (g.iloc[0:0], s),
                      ["No responses are in these results"]),

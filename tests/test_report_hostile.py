@@ -65,6 +65,7 @@ def payloads(url: str) -> dict[str, str]:
                      "</pre></code> ```{=html}\n<img src=" + url + "/r.png>\n```\n" + "x" * 6000),
         "reason": f"<img src=\"{url}/reason.png\"> *bold* $\\$",
         "rater": "judge <b onmouseover=\"window.__pwned='rater'\">a</b>",
+        "rater2": f"judge $b$ {{{{< meta title >}}}} ![j]({url}/judge.png) <script>x</script>",
         "reply": (f"<score>3</score><script>window.__pwned='reply'</script>![x]({url}/j.png)"
                   "{{< include /etc/passwd >}}"),
     }
@@ -83,6 +84,8 @@ def hostile(tmp_path_factory: pytest.TempPathFactory, server: str) -> tuple[Path
     gens["query"] = np.where(gens["query_id"] == p["query_id"], p["query"], gens["query"])
     gens["response"] = np.where(gens["prompt_id"] == p["prompt_id"], p["response"],
                                 gens["response"])
+    # Two judges, so the Judges section draws its tables and chart from hostile names too.
+    scores = report_tables.with_second_judge(scores, name=p["rater2"])
     scores["rater"] = scores["rater"].replace({"judge-a": p["rater"]})
     scores["reason"] = np.where(scores["value"].isna(), p["reason"], scores["reason"])
     folder = tmp_path_factory.mktemp("hostile") / "run <b>$x$ {{ y }}"
@@ -128,7 +131,7 @@ def _check_page(page: Path, p: dict[str, str], hits: list[str], title: str) -> N
     assert visit.dom["links"] == []  # nothing points outside the page
     text = str(visit.dom["text"])
     # The data are there, as text.
-    for key in ("model", "method", "rater"):
+    for key in ("model", "method", "rater", "rater2"):
         assert p[key] in text, key
     assert "{{< meta title >}}" in text and "$\\frac{$" in text
 

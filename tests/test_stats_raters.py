@@ -137,15 +137,22 @@ def test_rater_reliability_separates_test_retest_from_inter_rater() -> None:
     assert icc.loc["test-retest/judge-1", "estimate"] > 0.9
     assert icc.loc["inter-rater/", "estimate"] < 0.55
     assert set(rel["n_raters"]) == {1, 2}
-    # Continuous scores: ICCs only (alpha and agreement rates count exact matches).
-    # (REML ICCs from every rating, and the complete-case ones as `reliability` reports them)
+    # Continuous scores: ICCs, interval alpha and within-one agreement; the statistics that
+    # count exact matches are NaN with a note. (REML ICCs from every rating, and the
+    # complete-case ones as `reliability` reports them.)
     iccs = {"ICC1", "ICC2", "ICC3", "ICC1k", "ICC2k", "ICC3k"}
-    assert set(rel["statistic"]) == iccs | {f"{s}_complete" for s in iccs}
+    done = rel[rel["estimate"].notna()]
+    assert set(done["statistic"]) == (iccs | {f"{s}_complete" for s in iccs}
+                                      | {"alpha_interval", "within_one_agreement"})
+    skipped = rel[rel["statistic"].isin(["alpha_ordinal", "alpha_nominal", "exact_agreement"])]
+    assert skipped["estimate"].isna().all()
+    assert skipped["note"].str.startswith("not computed").all()
     assert not rel["integer_scores"].any()
     # ...and they are reliability()'s ICCs (judge-1's repeats as occasions).
     direct = st.reliability(panel[panel["rater"] == "judge-1"], occasions=("repeat",),
                             targets=["key", "query_id"], n_boot=2)
     mine = rel[(rel["facet"] == "test-retest") & (rel["rater"] == "judge-1")]
+    mine = mine[mine["statistic"].str.startswith("ICC")]
     direct = direct[direct["statistic"].str.startswith("ICC")]
     np.testing.assert_allclose(mine["estimate"], direct["estimate"], rtol=1e-12)
 
@@ -161,10 +168,11 @@ def test_rater_reliability_keeps_alpha_for_integer_scores_and_matches_reliabilit
                             targets=["key", "query_id"], n_boot=100, seed=1)
     merged = tr.merge(direct, on="statistic", suffixes=("", "_direct"))
     np.testing.assert_allclose(merged["estimate"], merged["estimate_direct"], rtol=1e-12)
-    # Inter-rater averages repeats: x.5 means are not integers, so no alpha there.
-    inter = rel[rel["facet"] == "inter-rater"]
+    # Inter-rater averages repeats: x.5 means are not integers, so only interval alpha there.
+    inter = rel[rel["facet"] == "inter-rater"].set_index("statistic")
     assert not inter["integer_scores"].any()
-    assert not inter["statistic"].str.startswith("alpha").any()
+    assert np.isfinite(inter.loc["alpha_interval", "estimate"])
+    assert np.isnan(inter.loc[["alpha_ordinal", "alpha_nominal"], "estimate"]).all()
 
 
 def test_repeats_can_be_treated_as_raters_and_single_judging_is_an_error() -> None:
@@ -291,3 +299,15 @@ def test_one_repeat_confounds_interaction_and_residual_and_the_d_study_says_so()
     assert vc.loc["response:rater", "variance"] == pytest.approx(0.40, abs=0.12)
     grid = st.decision_study(st.g_study(panel), n_raters=[2], n_repeats=[1, 3])
     assert grid["g"].iloc[0] == pytest.approx(grid["g"].iloc[1])
+
+
+def test_g_study_names_each_metric_so_the_decision_study_runs_on_two_metrics() -> None:
+    # Found by running analyze on the demo (two metrics, two raters): g_study wrote the
+    # column's name ("metric") in every row, so decision_study saw each component twice.
+    both = pd.concat([st.simulate_panel(n_responses=30, seed=1, metric="behavior"),
+                      st.simulate_panel(n_responses=30, seed=2, metric="coherence")],
+                     ignore_index=True)
+    g = st.g_study(both)
+    assert sorted(g["metric"].unique()) == ["behavior", "coherence"]
+    d = st.decision_study(g, n_raters=[1, 2], n_repeats=[1, 2])
+    assert sorted(d["metric"].unique()) == ["behavior", "coherence"] and len(d) == 8

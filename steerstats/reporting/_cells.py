@@ -113,10 +113,16 @@ def holm_family(table: pd.DataFrame) -> str:
     """One sentence naming the family the table's Holm-adjusted p-values were taken over.
 
     A ``holm_family`` column, when the analysis writes one, is quoted; otherwise the family is
-    what ``analyze`` runs: all contrasts against one baseline (every model, metric and arm).
+    what ``stats.holm_by_family`` uses for ``analyze``'s contrasts: one model x metric x
+    baseline (the arms and strengths compared with that baseline), auxiliary metrics in
+    families of their own.
     """
     if "holm_family" in table and table["holm_family"].notna().any():
         families = sorted({str(f) for f in table["holm_family"].dropna()})
         return ("Holm family: " + "; ".join(md(f) for f in families) + ".")
-    return ("Holm family: all contrasts against the same baseline, across every model, "
-            "metric and arm in this table.")
+    n = (table.groupby([c for c in ("model", "metric", "baseline") if c in table],
+                       dropna=False).ngroups
+         if any(c in table for c in ("model", "metric", "baseline")) else 1)
+    return ("Holm family: one per model x metric x baseline, over the arms and strengths "
+            f"compared with that baseline ({fmt.plural(n, 'family', 'families')} here); a "
+            "p-value does not depend on the other models or metrics in the table.")

@@ -20,7 +20,8 @@ ESTIMATORS: tuple[tuple[str, str], ...] = (
      "$\\hat\\Delta = \\frac{1}{m}\\sum_{c}(\\bar y_{c}^{\\,\\mathrm{method}} - "
      "\\bar y_{c}^{\\,\\mathrm{base}})$ over the $m$ query-prompt cells both arms share, with "
      "the same bootstrap for its interval and $t = \\hat\\Delta/\\mathrm{SE}$ on $G-1$ df; "
-     "Holm's step-down adjustment across the family; $d_z = \\hat\\Delta/s_{\\Delta}$."),
+     "Holm's step-down adjustment within each family (one model x metric x baseline: the arms "
+     "and strengths compared with that baseline); $d_z = \\hat\\Delta/s_{\\Delta}$."),
     ("Mixed model",
      "$y = X\\beta + u_{q} + u_{p} + u_{qm} + \\varepsilon$ with independent normal random "
      "intercepts for query, prompt and query-by-method, fitted by REML; marginal means "
@@ -32,6 +33,13 @@ ESTIMATORS: tuple[tuple[str, str], ...] = (
     ("Reliability",
      "$\\mathrm{ICC}(2,1) = \\frac{MS_R - MS_E}{MS_R + (k-1)MS_E + k(MS_C - MS_E)/n}$ "
      "(Shrout and Fleiss); Krippendorff's $\\alpha = 1 - D_o/D_e$ with ordinal distances."),
+    ("Judges",
+     "REML variance components of $y = \\mu + u_p + u_r + u_{pr} + \\varepsilon$ (response "
+     "$p$, judge $r$, repeats within); for $n_r$ judges x $n_k$ repeats "
+     "$G = \\sigma^2_p / (\\sigma^2_p + \\sigma^2_{pr}/n_r + \\sigma^2_\\varepsilon/(n_r n_k))$ "
+     "and $\\Phi$ adds $\\sigma^2_r/n_r$ to the error (Brennan 2001); a judge's offset is its "
+     "mean minus the panel's on the responses all judges rated; Bland-Altman limits "
+     "$\\bar d \\pm 1.96\\,s_d$."),
     ("Trade-off",
      "gains and losses $\\hat\\Delta$ against the baseline from one joint bootstrap; a method "
      "is Pareto-optimal when no other has higher gain and no higher cost."),

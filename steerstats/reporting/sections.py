@@ -37,6 +37,7 @@ from steerstats.reporting.appendix import ESTIMATORS, methods_appendix
 from steerstats.reporting.content import Block, Figure, Section, Text
 from steerstats.reporting.data import ReportData
 from steerstats.reporting.escape import md
+from steerstats.reporting.judges import judges_section
 from steerstats.reporting.queries import per_query_section
 from steerstats.reporting.samples import samples_section
 from steerstats.reporting.tradeoff import dose_response_section, finding_section, tradeoff_section
@@ -49,6 +50,7 @@ __all__ = [
     "design_section",
     "dose_response_section",
     "finding_section",
+    "judges_section",
     "means_section",
     "methods_appendix",
     "mixed_model_section",
@@ -308,7 +310,8 @@ def mixed_model_section(data: ReportData) -> Section:
         ]))
     mixed_contrasts = data.get("mixed_contrasts")
     if mixed_contrasts is not None:
-        section.blocks.append(Text("Model-based contrasts against the baseline:"))
+        section.blocks.append(Text("Model-based contrasts against the baseline. "
+                                   f"{holm_family(mixed_contrasts)}"))
         section.blocks.append(_display(mixed_contrasts, [
             ("Metric", _text("metric")), ("Model", _text("model")), ("Method", _text("method")),
             ("Baseline", _text("baseline")),
@@ -491,6 +494,7 @@ SECTIONS: tuple[Callable[[ReportData], Section], ...] = (
     contrasts_section,
     mixed_model_section,
     reliability_section,
+    judges_section,
     functools.partial(dose_response_section, figure=False),
     parse_failures_section,
     power_section,

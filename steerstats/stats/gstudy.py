@@ -274,7 +274,7 @@ def g_study(
             singular = bool((variances[:2] == 0).any() or (variances[2] == 0 and not confounded))
             for comp, var, lev in zip(COMPONENTS, variances, levels, strict=True):
                 rows.append({
-                    **dict(zip(by_cols, key, strict=True)), "metric": metric,
+                    **dict(zip(by_cols, key, strict=True)), "metric": name,
                     "component": comp, "variance": float(var),
                     "share": float(var / total) if total > 0 else np.nan, "n_levels": lev,
                     "n_responses": reml.n_p, "n_raters": reml.n_r,

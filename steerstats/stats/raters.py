@@ -27,7 +27,7 @@ from steerstats.stats._panel import (
     prepare_panel,
 )
 from steerstats.stats.bootstrap import CIMethod, check_bootstrap_args, cluster_bootstrap
-from steerstats.stats.reliability import _icc_reml_rows, _icc_rows, reliability
+from steerstats.stats.reliability import reliability
 
 __all__ = ["bland_altman", "rater_bias", "rater_reliability"]
 
@@ -86,9 +86,10 @@ def rater_reliability(
           repeats averaged)
         - ``rater``: the judge (test-retest) or NaN (inter-rater: the whole panel)
         - ``n_raters``: judges compared (1 for test-retest)
-        - ``integer_scores``: whether the scores compared are all integers; if not, only the
-          ICCs are reported (alpha and agreement rates count exact matches, which continuous
-          scores never have)
+        - ``integer_scores``: whether the scores compared are all integers; if not, ordinal and
+          nominal alpha and exact agreement are NaN with a ``note`` (they count exact matches,
+          which continuous scores never have); the ICCs, interval alpha and agreement within
+          one point are reported
         - ``statistic``, ``estimate``, ``ci_low``, ``ci_high``, ``ci_method``, ``n_targets``,
           ``n_ratings``, ``n_occasions``, ``n_targets_dropped``: as in
           :func:`steerstats.stats.reliability` (occasions are repeats for test-retest and
@@ -116,8 +117,8 @@ def rater_reliability(
     >>> rel.loc[rel["statistic"] == "ICC2", ["facet", "rater", "estimate"]].round(2)
               facet    rater  estimate
     1   test-retest  judge-0      0.74
-    13  test-retest  judge-1      0.70
-    25  inter-rater      NaN      0.71
+    18  test-retest  judge-1      0.70
+    35  inter-rater      NaN      0.71
     """
     by_cols = as_list(by)
     target_cols = judged_items(scores, targets)
@@ -158,9 +159,9 @@ def _reliability_rows(
     sub: pd.DataFrame, by_cols: list[str], name: str, targets: list[str], occasion: str,
     n_boot: int, seed: int | None, metric: str,
 ) -> pd.DataFrame:
+    """``reliability`` of one metric's ratings with ``occasion`` as the rating occasion; on
+    scores that are not integers its categorical statistics are NaN with a note."""
     integer = is_integer(sub["_value"].to_numpy(float))
-    if not integer:
-        return _icc_table(sub, by_cols, name, targets, occasion).assign(integer_scores=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         table = reliability(sub, by_cols or None, metrics=[name], targets=targets,
@@ -169,24 +170,6 @@ def _reliability_rows(
     if metric != "metric" and metric in table:
         table = table.rename(columns={metric: "metric"})
     return table.assign(integer_scores=integer)
-
-
-def _icc_table(
-    sub: pd.DataFrame, by_cols: list[str], name: str, targets: list[str], occasion: str,
-) -> pd.DataFrame:
-    """ICC rows only, as ``reliability`` computes them: continuous scores have as many distinct
-    values as ratings, which alpha's coincidence matrices (values x values) cannot hold."""
-    rows = []
-    groups = sub.groupby(by_cols, sort=True, dropna=False) if by_cols else [((), sub)]
-    for key, g in groups:
-        key = key if isinstance(key, tuple) else (key,)
-        t_code = g.groupby(targets, sort=True, dropna=False).ngroup().to_numpy()
-        o_code = g.groupby([occasion], sort=True, dropna=False).ngroup().to_numpy()
-        arr = np.full((t_code.max() + 1, o_code.max() + 1), np.nan)
-        arr[t_code, o_code] = g["_value"].to_numpy(float)
-        for row in _icc_reml_rows(arr) + _icc_rows(arr):
-            rows.append({**dict(zip(by_cols, key, strict=True)), "metric": name, **row})
-    return pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------------------------------------

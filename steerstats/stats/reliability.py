@@ -10,6 +10,7 @@ from typing import Literal
 import krippendorff
 import numpy as np
 import pandas as pd
+from scipy import sparse
 
 from steerstats.stats._data import numeric_values, require_columns, require_metric
 
@@ -58,7 +59,6 @@ def _icc_reml_rows(wide: np.ndarray, confidence: float = 0.95) -> list[dict[str,
     """ICC1..ICC3k from all ratings: REML variance components of
     ``rating ~ 1 + (1 | target) + (1 | occasion)``, turned into mean squares and ICCs with their
     F-based intervals exactly as psych's ``ICC(x, missing = FALSE, lmer = TRUE)`` does."""
-    from scipy import sparse
     from scipy.stats import f as fdist
 
     from .mixed import _Design, _fit_numpy
@@ -193,6 +193,46 @@ def _bootstrap_weights(n_units: int, n_boot: int, rng: np.random.Generator) -> n
     return np.bincount(flat.ravel(), minlength=n_boot * n_units).reshape(n_boot, n_units)
 
 
+def _ordered_pair_counts(pairable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per target: ordered pairs of distinct ratings, and those within one point of each other
+    (O(targets x occasions^2), whatever the number of distinct values)."""
+    pairs = np.zeros(len(pairable))
+    within = np.zeros(len(pairable))
+    k = pairable.shape[1]
+    for i in range(k):
+        for j in range(i + 1, k):
+            both = np.isfinite(pairable[:, i]) & np.isfinite(pairable[:, j])
+            pairs += 2 * both
+            with np.errstate(invalid="ignore"):
+                within += 2 * (both & (np.abs(pairable[:, i] - pairable[:, j]) <= 1.0))
+    return pairs, within
+
+
+def _interval_parts(pairable: np.ndarray) -> np.ndarray:
+    """Per-target sums for interval alpha (targets x 4): ``a_u``, ``m_u``, ``S1_u``, ``S2_u``.
+
+    With values centred, ``a_u = 2 (m_u S2_u - S1_u^2) / (m_u - 1)`` is the target's
+    coincidence-weighted squared disagreement, so ``alpha = 1 - (n - 1) sum a_u /
+    (2 (n T2 - T1^2))`` with ``n, T1, T2`` the sums of ``m_u, S1_u, S2_u`` (Krippendorff 2011,
+    interval metric, expanded): memory O(targets), not O(targets x values^2), and a resample's
+    alpha is the same formula on weighted sums.
+    """
+    finite = np.isfinite(pairable)
+    centred = np.where(finite, pairable - np.nanmean(pairable), 0.0)
+    m = finite.sum(axis=1).astype(float)
+    s1 = centred.sum(axis=1)
+    s2 = (centred**2).sum(axis=1)
+    a = 2.0 * (m * s2 - s1**2) / (m - 1.0)
+    return np.column_stack([a, m, s1, s2])
+
+
+def _interval_alpha(sums: np.ndarray) -> np.ndarray:
+    """Interval alpha from (weighted) sums of :func:`_interval_parts` (..., 4)."""
+    a, n, t1, t2 = (sums[..., i] for i in range(4))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 1.0 - (n - 1.0) * a / (2.0 * (n * t2 - t1**2))
+
+
 def _pairwise_rows(
     wide: np.ndarray, n_boot: int, rng: np.random.Generator
 ) -> list[dict[str, object]]:
@@ -217,38 +257,41 @@ def _pairwise_rows(
     if n_units == 0:
         return [{"statistic": s, "estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan, **base}
                 for s in stats_names]
-    counts, domain = _value_counts(pairable)
-    mu = counts.sum(axis=1)
-    # Per-target coincidences: n_uc (n_uk - [c == k]) / (m_u - 1), Krippendorff (2011) eq. 2.
-    coinc = (counts[:, :, None] * counts[:, None, :]
-             - counts[:, :, None] * np.eye(len(domain))[None]) / (mu - 1)[:, None, None]
-    near = (np.abs(domain[:, None] - domain[None, :]) <= 1.0).astype(float)
-    exact_u = (counts * (counts - 1)).sum(axis=1)  # ordered pairs of equal ratings
-    within_u = np.einsum("uc,ck,uk->u", counts, near, counts) - mu
-    pairs_u = mu * (mu - 1)
-
-    estimates: dict[str, float] = {}
-    for lv in _ALPHA_LEVELS:
-        if len(domain) < 2:
-            estimates[f"alpha_{lv}"] = np.nan  # one value only: no expected disagreement
-        else:
-            estimates[f"alpha_{lv}"] = float(krippendorff.alpha(
+    # Interval alpha and agreement within one point from per-target sums and pairs (any data);
+    # the categorical statistics from per-target value counts (integer scores only).
+    sums = _interval_parts(pairable)
+    pairs_u, within_u = _ordered_pair_counts(pairable)
+    one_value = np.ptp(values) == 0
+    estimates: dict[str, float] = {
+        "alpha_interval": np.nan if one_value else float(_interval_alpha(sums.sum(axis=0))),
+        "within_one_agreement": within_u.sum() / pairs_u.sum(),
+    }
+    levels: list[Literal["ordinal", "nominal"]] = [] if skip_note else ["ordinal", "nominal"]
+    if levels:
+        counts, domain = _value_counts(pairable)
+        exact_u = (counts * (counts - 1)).sum(axis=1)  # ordered pairs of equal ratings
+        for lv in levels:
+            estimates[f"alpha_{lv}"] = np.nan if len(domain) < 2 else float(krippendorff.alpha(
                 value_counts=counts, value_domain=domain, level_of_measurement=lv))
-    estimates["exact_agreement"] = exact_u.sum() / pairs_u.sum()
-    estimates["within_one_agreement"] = within_u.sum() / pairs_u.sum()
-
+        estimates["exact_agreement"] = exact_u.sum() / pairs_u.sum()
+        flat = _coincidences(pairable, domain)
     boot: dict[str, list[np.ndarray]] = {s: [] for s in stats_names}
-    chunk = max(1, min(n_boot, 4_000_000 // max(n_units, 1)))
-    flat = coinc.reshape(n_units, -1)
+    width = len(domain) ** 2 if levels else 1
+    chunk = max(1, min(n_boot, 4_000_000 // max(n_units, width, 1)))
     for start in range(0, n_boot, chunk):
         w = _bootstrap_weights(n_units, min(chunk, n_boot - start), rng).astype(float)
-        o = (w @ flat).reshape(len(w), len(domain), len(domain))
-        for lv in _ALPHA_LEVELS:
+        boot["alpha_interval"].append(np.full(len(w), np.nan) if one_value
+                                      else _interval_alpha(w @ sums))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            boot["within_one_agreement"].append((w @ within_u) / (w @ pairs_u))
+        if not levels:
+            continue
+        o = np.asarray((flat.T @ w.T).T).reshape(len(w), len(domain), len(domain))
+        for lv in levels:
             boot[f"alpha_{lv}"].append(_alpha_from_coincidences(o, domain, lv) if len(domain) > 1
                                        else np.full(len(w), np.nan))
         with np.errstate(divide="ignore", invalid="ignore"):
             boot["exact_agreement"].append((w @ exact_u) / (w @ pairs_u))
-            boot["within_one_agreement"].append((w @ within_u) / (w @ pairs_u))
     rows = []
     for s in stats_names:
         if skip_note and s in categorical:
@@ -261,6 +304,26 @@ def _pairwise_rows(
         rows.append({"statistic": s, "estimate": float(estimates[s]), "ci_low": float(lo),
                      "ci_high": float(hi), **base})
     return rows
+
+
+def _coincidences(pairable: np.ndarray, domain: np.ndarray) -> sparse.csr_matrix:
+    """Per-target coincidences ``n_uc (n_uk - [c == k]) / (m_u - 1)`` (Krippendorff 2011,
+    eq. 2) as a sparse targets x values^2 matrix: a target has at most occasions^2 entries."""
+    n_units, k = pairable.shape
+    code = np.searchsorted(domain, np.where(np.isfinite(pairable), pairable, domain[0]))
+    m = np.isfinite(pairable).sum(axis=1)
+    rows, cols, vals = [], [], []
+    for i in range(k):
+        for j in range(k):
+            if i == j:
+                continue
+            both = np.isfinite(pairable[:, i]) & np.isfinite(pairable[:, j])
+            rows.append(np.nonzero(both)[0])
+            cols.append(code[both, i] * len(domain) + code[both, j])
+            vals.append(1.0 / (m[both] - 1.0))
+    return sparse.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+        shape=(n_units, len(domain) ** 2))
 
 
 def reliability(
@@ -356,13 +419,16 @@ def reliability(
     judge, ICC2/ICC3 treat repeat index as the "rater"; ICC1 is the natural choice when the
     repeat order carries no meaning. Their 95% intervals are pingouin's F-based ones.
 
-    Alpha (Krippendorff 2011) is computed by the ``krippendorff`` package (ordinal: rank
-    distances weighted by marginal frequencies; interval: squared differences; nominal:
-    mismatch). Agreement rates are over all ordered pairs of ratings of the same target:
-    ``exact_agreement`` the share of equal pairs, ``within_one_agreement`` the share differing
-    by at most 1 (one scale point). Their intervals resample targets with replacement
-    (``n_boot`` times); each resample's alpha is computed from resampled coincidence matrices,
-    which gives the package's value on the same data (checked in the tests).
+    Alpha (Krippendorff 2011): ordinal and nominal by the ``krippendorff`` package (rank
+    distances weighted by marginal frequencies; mismatch); interval (squared differences) from
+    per-target sums of the ratings and their squares, which equals the package's value (to
+    1e-10 in the tests) in memory proportional to the ratings, where coincidence matrices of
+    continuous scores (every value distinct) would need targets x values^2. Agreement rates
+    are over all ordered pairs of ratings of the same target: ``exact_agreement`` the share of
+    equal pairs, ``within_one_agreement`` the share differing by at most 1 (one scale point).
+    Their intervals resample targets with replacement (``n_boot`` times); each resample's
+    alpha is computed from resampled sums or (sparse) coincidence matrices, which gives the
+    package's value on the same data (checked in the tests).
 
     References
     ----------
