@@ -21,7 +21,9 @@ within a model):
 - ``mixed``: ``mixed_model`` EMMs and within-model contrasts with their Satterthwaite df
   (random-effects structure chosen from the design), with ``--mixed``;
 - ``mixed_query_df``: the same estimates and SEs on ``n_queries - 1`` df (``ddf="query"``), which
-  separates a too-small SE from too many df.
+  separates a too-small SE from too many df;
+- ``mixed_hetero``: ``mixed_model(heteroscedastic=True)`` (one query x method variance per
+  method), Satterthwaite df, with ``--hetero``.
 
 Coverage is the share of intervals that cover; its Monte-Carlo SE is over data sets (estimates
 within one data set are correlated). ``width_vs_query_t`` is the mean width relative to the
@@ -59,7 +61,7 @@ CONFIDENCE = 0.95
 TARGET = (0.93, 0.97)
 MAX_WIDTH_RATIO = 1.1
 N_BOOT = 500  # the pigeonhole_t comparison needs replicates; the default interval does not
-MIXED_KINDS = ("mixed", "mixed_query_df")
+MIXED_KINDS = ("mixed", "mixed_query_df", "mixed_hetero")
 
 
 @dataclass(frozen=True)
@@ -184,7 +186,7 @@ def _query_t(values: pd.Series) -> tuple[float, float]:
 
 
 def one_dataset(sc: Scenario, rng: np.random.Generator, seed: int, *, bootstrap: bool = True,
-                mixed: bool = False) -> dict[str, np.ndarray]:
+                mixed: bool = False, hetero: bool = False) -> dict[str, np.ndarray]:
     """(covered, width) per estimand for each interval kind (NaN where a fit failed)."""
     data = simulate(sc, rng)
     true = truth(sc)
@@ -213,7 +215,7 @@ def one_dataset(sc: Scenario, rng: np.random.Generator, seed: int, *, bootstrap:
     out["contrasts/query_t"] = qt
     singular = np.nan
     if mixed:
-        out.update(_mixed_intervals(data, sc, cells, diffs))
+        out.update(_mixed_intervals(data, sc, cells, diffs, hetero))
         singular = float(out.pop("singular")[0][0])
     result = {}
     for key, intervals in out.items():
@@ -228,36 +230,49 @@ def one_dataset(sc: Scenario, rng: np.random.Generator, seed: int, *, bootstrap:
 
 
 def _mixed_intervals(data: pd.DataFrame, sc: Scenario, cells: list[tuple[str, str]],
-                     diffs: list[tuple[str, str]]) -> dict[str, list[tuple[float, float]]]:
-    """``mixed_model`` EMM and contrast intervals (Satterthwaite df, and n_queries - 1 df)."""
-    try:
-        fit = mixed_model(data, "behavior", strength=None)
-    except (ConvergenceError, np.linalg.LinAlgError):
-        nan = [(np.nan, np.nan)]
-        return {f"{f}/{k}": nan * len(c) for f, c in (("means", cells), ("contrasts", diffs))
-                for k in MIXED_KINDS} | {"singular": [(np.nan, np.nan)]}
+                     diffs: list[tuple[str, str]], hetero: bool = False
+                     ) -> dict[str, list[tuple[float, float]]]:
+    """``mixed_model`` EMM and contrast intervals (Satterthwaite df, and n_queries - 1 df;
+    with ``hetero`` also the method-specific query x method variances)."""
     tq = sps.t.ppf(0.5 + CONFIDENCE / 2, sc.n_queries - 1)
     out: dict[str, list[tuple[float, float]]] = {}
-    tables = (("means", fit.emm, cells), ("contrasts", fit.contrasts("control"), diffs))
-    for function, table, keys in tables:
-        t = table.set_index(["model", "method"]).loc[keys]
-        out[f"{function}/mixed"] = list(zip(t["ci_low"], t["ci_high"], strict=True))
-        est, se = t["estimate"].to_numpy(), t["se"].to_numpy()
-        out[f"{function}/mixed_query_df"] = list(zip(est - tq * se, est + tq * se, strict=True))
-    out["singular"] = [(float(fit.singular), np.nan)]
+    nan = (np.nan, np.nan)
+    for kind in ("mixed", "mixed_hetero") if hetero else ("mixed",):
+        try:
+            fit = mixed_model(data, "behavior", strength=None,
+                              heteroscedastic=kind == "mixed_hetero")
+        except (ConvergenceError, np.linalg.LinAlgError):
+            fit = None
+        tables = (("means", None if fit is None else fit.emm, cells),
+                  ("contrasts", None if fit is None else fit.contrasts("control"), diffs))
+        for function, table, keys in tables:
+            if table is None:
+                out[f"{function}/{kind}"] = [nan] * len(keys)
+                if kind == "mixed":
+                    out[f"{function}/mixed_query_df"] = [nan] * len(keys)
+                continue
+            t = table.set_index(["model", "method"]).loc[keys]
+            out[f"{function}/{kind}"] = list(zip(t["ci_low"], t["ci_high"], strict=True))
+            if kind == "mixed":
+                est, se = t["estimate"].to_numpy(), t["se"].to_numpy()
+                out[f"{function}/mixed_query_df"] = list(
+                    zip(est - tq * se, est + tq * se, strict=True))
+        if kind == "mixed":
+            out["singular"] = [(np.nan if fit is None else float(fit.singular), np.nan)]
     return out
 
 
 def run_scenario(name: str, n_sims: int, seed: int, *, bootstrap: bool = True,
-                 n_sims_mixed: int = 0) -> tuple[list[dict[str, object]], float]:
+                 n_sims_mixed: int = 0, hetero: bool = False
+                 ) -> tuple[list[dict[str, object]], float]:
     """Coverage rows of one scenario: bootstrap and query-level t rows on ``n_sims`` data sets
     (when ``bootstrap``), mixed-model rows on the first ``n_sims_mixed`` of the same stream."""
     sc = SCENARIOS[name]
     start = time.perf_counter()
     rng = np.random.default_rng([seed, len(name)])
     n_total = max(n_sims if bootstrap else 0, n_sims_mixed)
-    runs = [one_dataset(sc, rng, i, bootstrap=bootstrap and i < n_sims, mixed=i < n_sims_mixed)
-            for i in range(n_total)]
+    runs = [one_dataset(sc, rng, i, bootstrap=bootstrap and i < n_sims, mixed=i < n_sims_mixed,
+                        hetero=hetero) for i in range(n_total)]
     elapsed = time.perf_counter() - start
     rows = []
     for key in runs[0]:
@@ -320,9 +335,9 @@ def mixed_outside_target(frame: pd.DataFrame) -> list[str]:
     beside the pass rule, not part of it)."""
     lo, hi = TARGET
     out = []
-    for r in frame[frame["interval"] == "mixed"].itertuples():
+    for r in frame[frame["interval"].isin(["mixed", "mixed_hetero"])].itertuples():
         if not lo - 2 * r.mc_se <= r.coverage <= hi + 2 * r.mc_se:
-            out.append(f"{r.scenario}/{r.function} coverage {r.coverage:.3f} "
+            out.append(f"{r.scenario}/{r.function}/{r.interval} coverage {r.coverage:.3f} "
                        f"(MC SE {r.mc_se:.3f})")
     return out
 
@@ -335,6 +350,8 @@ def main() -> int:
     parser.add_argument("--n-sims-mixed", type=int, default=100,
                         help="data sets per scenario for the mixed model (the first of the "
                         "bootstrap's stream)")
+    parser.add_argument("--hetero", action="store_true",
+                        help="with --mixed: also mixed_model(heteroscedastic=True)")
     parser.add_argument("--merge", action="store_true",
                         help="with --mixed: add the mixed rows to the existing --out JSON, "
                         "replacing those of the scenarios run, without re-running the bootstrap")
@@ -357,7 +374,7 @@ def main() -> int:
     n_mixed = args.n_sims_mixed if args.mixed else 0
     for name in args.scenarios:
         part, elapsed = run_scenario(name, args.n_sims, args.seed, bootstrap=not args.merge,
-                                     n_sims_mixed=n_mixed)
+                                     n_sims_mixed=n_mixed, hetero=args.hetero)
         rows += part
         runtimes[name] = round(elapsed, 1)
         table = pd.DataFrame(part).drop(columns=["scenario", "coverage_per_estimand"])
