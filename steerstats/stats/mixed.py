@@ -628,6 +628,14 @@ def mixed_model(
     boundary and a simpler structure fits as well. Each structure is checked against lme4
     (``tests/reference/mixed_design_lme4.R``).
 
+    **Method-specific variances** (``heteroscedastic=True``). The pooled query x method
+    variance gives every method's EMM and contrast the same query-dependent spread; when one
+    method's effect varies far more across queries than another's (steering often does), the
+    variable method's intervals are too narrow and the stable one's too wide. The option fits
+    one variance per method instead, ``(0 + dummy(method, "steer") | query:method)`` for each
+    method (``query:model:method`` with several models), checked against lme4
+    (``tests/reference/mixed_hetero_lme4.R``).
+
     The ``"numpy"`` engine minimises lme4's profiled
     REML criterion over the relative standard deviations ``theta`` (bounded Nelder-Mead,
     restarted until it stops improving), using only ``X'X``, ``Z'X``, ``Z'Z``, ``X'y``, ``Z'y``
