@@ -95,7 +95,7 @@ def test_benchmark_results_hold_every_interval_with_its_mc_error() -> None:
                 row = got[(got["interval"] == interval) & (got["function"] == function)]
                 assert len(row) == 1, (scenario, interval, function)
                 r = row.iloc[0]
-                assert 0 < r["mc_se"] < 0.05 and 0.5 < r["width_vs_query_t"] < 2, r.to_dict()
+                assert 0 <= r["mc_se"] < 0.06 and 0.5 < r["width_vs_query_t"] < 2, r.to_dict()
                 if interval.startswith("mixed"):
                     assert r["n_sims"] >= 14 and r["n_failed_fits"] <= 0.1 * r["n_sims"]
     assert "mixed_outside_target" in result
