@@ -646,7 +646,7 @@ def mixed_model(
     variance leaves that method's mean at 0.895 (0.95 with ``heteroscedastic=True``); with
     control replies reused across queries means cover 0.88 (MC SE 0.03; the non-shared arms'
     0.78-0.88) and contrasts 0.91; on seed-like designs the high-variance arms' means cover
-    0.79-0.88 (control means 1.0). ``summarize`` and ``paired_contrasts`` cover 0.93-0.97 on all:
+    0.78-0.89 (control means 1.0). ``summarize`` and ``paired_contrasts`` cover 0.93-0.97 on all:
     report them, and use the mixed model for variance components and as a cross-check.
 
     The ``"numpy"`` engine minimises lme4's profiled
