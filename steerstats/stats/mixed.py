@@ -644,8 +644,8 @@ def mixed_model(
     contrasts 0.938-0.965 with widths 0.94-1.06 x the query-level t (200 data sets each). It
     under-covers where the design departs from it: with a high-variance method the pooled
     variance leaves that method's mean at 0.895 (0.95 with ``heteroscedastic=True``); with
-    control replies reused across queries means cover 0.88 (MC SE 0.03; the non-shared arms'
-    0.78-0.88) and contrasts 0.91; on seed-like designs the high-variance arms' means cover
+    control replies reused across queries means cover 0.875 (MC SE 0.026; the non-shared
+    arms' 0.84-0.87) and contrasts 0.94; on seed-like designs the high-variance arms' means cover
     0.78-0.89 (control means 1.0). ``summarize`` and ``paired_contrasts`` cover 0.93-0.97 on all:
     report them, and use the mixed model for variance components and as a cross-check.
 
