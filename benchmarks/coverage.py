@@ -38,6 +38,11 @@ scenarios run in the existing JSON without re-running the bootstrap rows.
 Run: PYTHONPATH=. python benchmarks/coverage.py [--n-sims 300]
      PYTHONPATH=. python benchmarks/coverage.py --mixed --merge --n-sims-mixed 100 \
          --scenarios queries noise
+
+The committed mixed rows: ``--n-sims-mixed 200`` for queries, noise, multi_model,
+missing_10pct and (with ``--hetero``) heteroscedastic; 100 for shared_control; 60 with
+``--hetero`` for seed_like_G6; 30 for seed_like_G14 (a fit there takes ~20 s). A row depends
+only on the seed, the scenario and the number of data sets.
 """
 
 from __future__ import annotations
