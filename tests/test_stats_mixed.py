@@ -325,3 +325,31 @@ def test_contrast_holm_family_is_model_x_baseline_and_a_pair_is_tested_once() ->
     for _, fam in both.groupby(["model", "baseline"]):
         ref = multipletests(fam["p"].to_numpy(), method="holm")[1]
         np.testing.assert_allclose(fam["p_holm"], ref, rtol=1e-12)
+
+
+def test_tiny_design_fails_as_a_convergence_error_not_a_linalg_one() -> None:
+    """The demo's 2-query pilot (sentiment scores; control replies shared across queries): the
+    REML search strayed where the fixed-effect factorisation fails and analyze printed numpy's
+    "9-th leading minor ... not positive definite". lme4 does not converge on it either."""
+    arms = ["control", "prompt", "caa @ 0.1", "caa @ 0.2", "caa @ 0.3", "random @ 0.1",
+            "random @ 0.2", "random @ 0.3", "caa+prompt @ 0.2"]
+    values = [0.8555, 0.6369, 0.0, 0.8555, 0.6369, 0.0, 0.8402, 0.4401, 0.5267, 0.8481, 0.6908,
+              0.0, 0.5574, 0.6369, 0.0, 0.9196, 0.6996, 0.3818, 0.9231, 0.7814, 0.7096, -0.5267,
+              -0.5661, 0.0, 0.4404, 0.438, 0.6986, 0.8442, -0.4215, 0.5835, 0.6369, 0.6597, 0.0,
+              0.7003, 0.5106, 0.4939, 0.4404, 0.4404, 0.0, 0.0, -0.4742, 0.0, 0.4404, 0.0, 0.0,
+              0.0, 0.0, 0.0, 0.8625, 0.3871, -0.923, 0.4526, 0.7712, 0.3818]
+    rows = [(arm, query, prompt) for arm in arms for query in ("q1", "q2")
+            for prompt in ("p17", "p72", "p08")]
+    data = pd.DataFrame(rows, columns=["method", "query_id", "prompt_id"]).assign(
+        model="m", metric="sentiment", sample=0, strength=np.nan, value=values)
+    # The pilot's generation keys (their order sets the search's path): one control reply per
+    # prompt, reused by both queries.
+    data["key"] = (
+        "78e454 ac2305 8247be 78e454 ac2305 8247be 335775 c8fec7 a093f3 d7bc06 37f2a8 176289 "
+        "f9a9a4 0f9283 149885 b8a902 6b1fbf bd2fca 27ce94 ac2fee ab9ed6 144817 ba3844 daea19 "
+        "d6b48d 02315b 7e4a4f bb84b5 736c7f 7bf5bf 2e4a0e 0d7250 bd5fb7 c7e4fb 584cc0 c8114d "
+        "01850d 6b9863 02d0d8 f4081b 61fbaf 781500 416c63 eecd59 39f79f 0e9d3b 384e89 8836d7 "
+        "5560dd fec83a d320a8 7b5b08 9f6f9b a5843b"
+    ).split()
+    with pytest.raises(ConvergenceError):
+        mixed_model(data, "sentiment")

@@ -104,8 +104,12 @@ class _Reml:
         return ldL2, ldRX2, float(pwrss), beta, RX
 
     def profiled(self, theta: np.ndarray) -> float:
-        """REML deviance profiled over beta and sigma (what the optimiser minimises)."""
-        ldL2, ldRX2, pwrss, _, _ = self._solve(theta)
+        """REML deviance profiled over beta and sigma (what the optimiser minimises); infinite
+        where the factorisation fails (large theta on tiny designs), so the search turns back."""
+        try:
+            ldL2, ldRX2, pwrss, _, _ = self._solve(theta)
+        except np.linalg.LinAlgError:
+            return np.inf
         dof = self.d.n - self.d.p
         if not pwrss > 0:
             return np.inf
