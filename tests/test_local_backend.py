@@ -304,3 +304,19 @@ def test_batched_sampling_draws_like_one_row_at_a_time():
             u = torch.rand((), generator=ref_gens[j], dtype=torch.float64)
             expected.append(min(int(torch.searchsorted(cdf, u * cdf[-1], right=True)), 299))
         assert LocalEngine._choose(logits, rows, gens) == expected
+
+
+def test_the_kv_cache_goes_under_the_name_forward_takes(engine):
+    """transformers 5 renamed ``past_key_values`` to ``cache``: passing the old name printed a
+    FutureWarning on every `make demo` ("will be removed in version 5.40.0")."""
+    import warnings
+
+    from steerstats.backends._local_engine import GenRow, ScoreRow
+
+    prompt = engine.chat_ids([{"role": "user", "content": "Say something about rain."}])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        engine.generate_rows([GenRow(prompt, max_tokens=3, temperature=0.0)])
+        engine.score_rows([ScoreRow(prompt, continuation=engine.text_ids(" yes")),
+                           ScoreRow(prompt, continuation=engine.text_ids(" no"))])
+    assert not [w for w in caught if "past_key_values" in str(w.message)]

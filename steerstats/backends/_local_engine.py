@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -130,6 +131,9 @@ class LocalEngine:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         self.model = model.eval()
+        # transformers 5 renamed forward's ``past_key_values`` to ``cache`` (the old name warns).
+        self._cache_kw = ("cache" if "cache" in inspect.signature(model.forward).parameters
+                          else "past_key_values")
         self.tokenizer = tokenizer
         self.fingerprint = fingerprint or weights_fingerprint(model)
         self.max_batch_size = max_batch_size
@@ -257,7 +261,7 @@ class LocalEngine:
                 input_ids=ids,
                 attention_mask=mask,
                 position_ids=positions,
-                past_key_values=cache,
+                **{self._cache_kw: cache},
                 use_cache=True,
                 logits_to_keep=1,
             )
@@ -287,7 +291,7 @@ class LocalEngine:
                     input_ids=feed[:, None],
                     attention_mask=mask,
                     position_ids=next_pos[:, None],
-                    past_key_values=cache,
+                    **{self._cache_kw: cache},
                     use_cache=True,
                 )
                 logits = out.logits[:, -1, :]
@@ -375,7 +379,8 @@ class LocalEngine:
             cache = self._new_cache()
             head = torch.tensor([list(members[0].prompt)[:prefix]], dtype=torch.long)
             with BatchSteering.patch(self.model, [members[0].steering]):
-                self.model(input_ids=head, past_key_values=cache, use_cache=True, logits_to_keep=1)
+                self.model(input_ids=head, **{self._cache_kw: cache}, use_cache=True,
+                           logits_to_keep=1)
             cache.batch_repeat_interleave(len(members))
             mask = torch.cat([mask.new_ones((len(members), prefix)), mask], dim=1)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, prefix:]
@@ -384,7 +389,7 @@ class LocalEngine:
                 input_ids=ids,
                 attention_mask=mask,
                 position_ids=positions,
-                past_key_values=cache,
+                **{self._cache_kw: cache},
                 use_cache=cache is not None,
                 logits_to_keep=keep,
             )
