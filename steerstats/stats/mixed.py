@@ -19,7 +19,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from scipy import linalg, optimize, stats
+from scipy import linalg, optimize, sparse, stats
 from threadpoolctl import threadpool_limits
 
 from steerstats.errors import PrerequisiteError
@@ -74,7 +74,9 @@ class _Reml:
         ztz = design.ZtZ
         self.diag_bb = ztz.diagonal()[self.big]
         rows_b = ztz[self.big]
-        self.ztz_br = rows_b[:, self.rest].toarray()
+        # Sparse: each level of the eliminated factor meets a few levels of the others, and
+        # a generation term makes it as long as the data (a dense block cost minutes per fit).
+        self.ztz_br = sparse.csr_matrix(rows_b[:, self.rest])
         self.ztz_rr = ztz[self.rest][:, self.rest].toarray()
         ztw = np.column_stack([design.ZtX, design.Zty])
         self.ztw_b, self.ztw_r = ztw[self.big], ztw[self.rest]
@@ -84,15 +86,17 @@ class _Reml:
         lam = np.repeat(np.asarray(theta, dtype=float), d.sizes)
         lam_b, lam_r = lam[self.big], lam[self.rest]
         D = lam_b**2 * self.diag_bb + 1.0
-        B = lam_b[:, None] * self.ztz_br * lam_r[None, :]
+        # B = Lambda_b Z_b'Z_r Lambda_r, kept implicit: B' D^-1 B and B' D^-1 W_b via sparse.
+        ZbrT = self.ztz_br.T
         S = lam_r[:, None] * self.ztz_rr * lam_r[None, :]
         S[np.diag_indices_from(S)] += 1.0
-        S -= B.T @ (B / D[:, None])
+        S -= lam_r[:, None] * (ZbrT @ self.ztz_br.multiply((lam_b**2 / D)[:, None])).toarray() \
+            * lam_r[None, :]
         Ls = linalg.cholesky(S, lower=True, check_finite=False)
         W_b = lam_b[:, None] * self.ztw_b
         W_r = lam_r[:, None] * self.ztw_r
-        T = linalg.solve_triangular(Ls, W_r - B.T @ (W_b / D[:, None]), lower=True,
-                                    check_finite=False)
+        BtW = lam_r[:, None] * (ZbrT @ (lam_b[:, None] * W_b / D[:, None]))
+        T = linalg.solve_triangular(Ls, W_r - BtW, lower=True, check_finite=False)
         G = W_b.T @ (W_b / D[:, None]) + T.T @ T  # [Lambda Z'X, Lambda Z'y]' A^-1 [...]
         p = d.p
         RX = linalg.cholesky(d.XtX - G[:p, :p], lower=True, check_finite=False)
