@@ -353,3 +353,18 @@ def test_tiny_design_fails_as_a_convergence_error_not_a_linalg_one() -> None:
     ).split()
     with pytest.raises(ConvergenceError):
         mixed_model(data, "sentiment")
+
+
+def test_a_large_fit_stops_at_a_tolerance_above_float_resolution() -> None:
+    """benchmarks/stats_speed_mixed.py's 23,940 responses: with an absolute stop of 1e-10 on a
+    REML deviance of ~4.8e4 (float resolution there ~1e-11) the simplex ran to its evaluation
+    limit and raised ConvergenceError."""
+    scores = simulate_crossed(
+        {"control": 3.0, "prompt": 3.3, "autosteer": 3.4, "autosteer+prompt": 3.0, "agentic": 3.0},
+        n_queries=14, n_topic=0, n_common=171, n_repeats=3,
+        model={"llama-8b": 0.0, "llama-70b": 0.0}, sd_query=0.5, sd_prompt=0.3,
+        sd_query_method=0.3, sd_response=0.6, sd_repeat=0.4, discrete=True, seed=0,
+    )
+    scores.loc[np.random.default_rng(0).random(len(scores)) < 0.01, "value"] = np.nan
+    fit = mixed_model(scores, "behavior")
+    assert fit.n_obs == 23_940 and fit.reml_criterion > 4e4

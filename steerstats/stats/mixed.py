@@ -199,6 +199,12 @@ def _satterthwaite_parts(
     return 2.0 * h_inv, _jacobian(reml.covbeta, varpar)
 
 
+# Nelder-Mead's stop on the REML deviance's spread over the simplex. An absolute 1e-10 sits at
+# float resolution on deviances of ~5e4 (24k responses), so the simplex ran to its evaluation
+# limit; lme4's Nelder_Mead stops at FtolAbs = 1e-5.
+_FATOL = 1e-7
+
+
 def _fit_numpy(design: _Design, maxiter: int, satterthwaite: bool = True) -> _Fit:
     reml = _Reml(design)
     k = len(design.sizes)
@@ -219,7 +225,7 @@ def _fit_numpy(design: _Design, maxiter: int, satterthwaite: bool = True) -> _Fi
             x0=theta,
             method="Nelder-Mead",
             bounds=[(0.0, None)] * k,
-            options={"xatol": 1e-8, "fatol": 1e-10, "maxiter": maxiter, "maxfev": 4 * maxiter,
+            options={"xatol": 1e-8, "fatol": _FATOL, "maxiter": maxiter, "maxfev": 4 * maxiter,
                      "initial_simplex": np.vstack([theta, theta + np.diag(step)])},
         )
         if not res.success or not np.isfinite(res.fun):
