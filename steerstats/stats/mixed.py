@@ -53,6 +53,10 @@ class ConvergenceError(RuntimeError):
 # REML by penalised least squares on cross-products (lme4's formulation, Bates et al. 2015)
 
 
+# Levels of the eliminated factor above which its cross-products are kept sparse.
+_SPARSE_FROM = 2000
+
+
 class _Reml:
     """REML criterion of the crossed model as a function of relative SDs ``theta``.
 
@@ -74,9 +78,11 @@ class _Reml:
         ztz = design.ZtZ
         self.diag_bb = ztz.diagonal()[self.big]
         rows_b = ztz[self.big]
-        # Sparse: each level of the eliminated factor meets a few levels of the others, and
-        # a generation term makes it as long as the data (a dense block cost minutes per fit).
-        self.ztz_br = sparse.csr_matrix(rows_b[:, self.rest])
+        # Each level of the eliminated factor meets a few levels of the others. A generation
+        # term makes that factor as long as the data, where a dense block cost minutes per fit;
+        # at a few hundred levels dense products are faster.
+        block = rows_b[:, self.rest]
+        self.ztz_br = sparse.csr_matrix(block) if len(self.big) > _SPARSE_FROM else block.toarray()
         self.ztz_rr = ztz[self.rest][:, self.rest].toarray()
         ztw = np.column_stack([design.ZtX, design.Zty])
         self.ztw_b, self.ztw_r = ztw[self.big], ztw[self.rest]
@@ -86,12 +92,13 @@ class _Reml:
         lam = np.repeat(np.asarray(theta, dtype=float), d.sizes)
         lam_b, lam_r = lam[self.big], lam[self.rest]
         D = lam_b**2 * self.diag_bb + 1.0
-        # B = Lambda_b Z_b'Z_r Lambda_r, kept implicit: B' D^-1 B and B' D^-1 W_b via sparse.
-        ZbrT = self.ztz_br.T
+        # B = Lambda_b Z_b'Z_r Lambda_r, kept implicit: B' D^-1 B and B' D^-1 W_b.
+        Zbr, ZbrT = self.ztz_br, self.ztz_br.T
+        w = (lam_b**2 / D)[:, None]
+        BtDB = ZbrT @ (Zbr.multiply(w) if sparse.issparse(Zbr) else Zbr * w)
         S = lam_r[:, None] * self.ztz_rr * lam_r[None, :]
         S[np.diag_indices_from(S)] += 1.0
-        S -= lam_r[:, None] * (ZbrT @ self.ztz_br.multiply((lam_b**2 / D)[:, None])).toarray() \
-            * lam_r[None, :]
+        S -= lam_r[:, None] * (BtDB.toarray() if sparse.issparse(BtDB) else BtDB) * lam_r[None, :]
         Ls = linalg.cholesky(S, lower=True, check_finite=False)
         W_b = lam_b[:, None] * self.ztw_b
         W_r = lam_r[:, None] * self.ztw_r
@@ -232,7 +239,9 @@ def _fit_numpy(design: _Design, maxiter: int, satterthwaite: bool = True) -> _Fi
             raise ConvergenceError(
                 f"REML optimisation did not converge in {maxiter} iterations: {res.message} "
                 "No estimates were returned; raise maxiter=..., or check the design (each "
-                "query, prompt and method needs several observations)."
+                "query, prompt and method needs several observations; a residual of about zero, "
+                "as when one reply shared by several queries gets the same deterministic score "
+                "for each, leaves the model unidentified - lme4 warns the same)."
             )
         improved = best - res.fun
         theta, best = res.x, min(best, res.fun)
