@@ -83,9 +83,16 @@ def env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, "OPENAI_API_KEY": KEY}
 
 
+def _interactive_sigint() -> None:
+    """Ctrl-C as at a terminal: a suite started in the background (`make test &`, nohup) has
+    SIGINT ignored, and a child inherits that, so the Ctrl-C test's signal did nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def cli(*args: str, cwd: Path) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "steerstats", *args], env=env(), cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_interactive_sigint)
 
 
 def ledger_calls(path: Path) -> int:
